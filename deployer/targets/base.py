@@ -1,0 +1,95 @@
+"""What every deploy target (Kibana, OpenSearch) provides, so `dac plan`/`dac deploy` stay target-agnostic.
+
+Contract:
+- A target module exposes `from_config(cfg: TargetConfig) -> Target` (see `deployer.targets.config`).
+- `Target.desired(rules)` turns loaded rule files into the bodies the target would hold, keyed by
+  `rule_id`, already normalised (the same normal form `read_current` returns), ownership marker
+  included.
+- `Target.read_current(rule_ids)` returns, normalised and keyed by `rule_id`, every rule the tool
+  owns in the target plus any rule whose `rule_id` is in `rule_ids` (owned or not), so the planner
+  can spot conflicts with rules it does not own.
+- `Target.owned(body)` says whether a normalised body carries this tool's ownership marker.
+- `Target.compare_ignore` lists dotted field paths that are informational only: they are sent but a
+  difference in them alone never makes a rule "changed".
+- `Target.apply(plan, progress)` performs the writes the plan calls for with as few requests as the
+  target allows and returns one `Result` per rule it touched; it never raises for a per-rule
+  failure, only for a whole-target failure (`TargetError`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from deployer.targets.plan import Plan
+
+# Called with the number of rules just finished; a CLI progress bar adds it up.
+ProgressCallback = Callable[[int], None]
+
+
+class TargetError(Exception):
+    """A failure of the whole target (unreachable, bad credentials, unsupported version), safe to print."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+@dataclass(frozen=True)
+class Result:
+    """The outcome of one write for one rule."""
+
+    rule_id: str
+    action: str  # create | update | delete | enable | disable
+    ok: bool
+    message: str = ""
+    status_code: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready mapping."""
+        return {
+            "rule_id": self.rule_id,
+            "action": self.action,
+            "ok": self.ok,
+            "message": self.message,
+            "status_code": self.status_code,
+        }
+
+
+@runtime_checkable
+class Target(Protocol):
+    """A place rules are deployed to; see the module docstring for the contract."""
+
+    name: str
+    kind: str
+    compare_ignore: Collection[str]
+
+    def describe(self) -> str:
+        """Return a one-line, secret-free description (kind, URL, space)."""
+        ...
+
+    def desired(self, rules: Sequence[Any]) -> dict[str, dict[str, Any]]:
+        """Return normalised bodies for the given loaded rule files, keyed by rule_id."""
+        ...
+
+    def read_current(self, rule_ids: Collection[str] = ()) -> dict[str, dict[str, Any]]:
+        """Return owned rules plus the given rule_ids as normalised bodies, keyed by rule_id."""
+        ...
+
+    def owned(self, body: Mapping[str, Any]) -> bool:
+        """Return True when the body carries this tool's ownership marker."""
+        ...
+
+    def apply(self, plan: Plan, progress: ProgressCallback | None = None) -> list[Result]:
+        """Perform the plan's writes and return per-rule results."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...
