@@ -1,0 +1,211 @@
+"""Evaluate a set of rules over events offline, rules over alerts after the rules they depend on.
+
+A rule whose `index` addresses only the Security alerts indices (`.alerts-security.alerts-*`) sees
+the alert documents synthesised from the matches of its `metadata.depends_on` rules (and of their
+dependencies in turn, since those alerts sit in the same index); every other rule sees the events.
+A rule with both kinds of pattern sees both.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from deployer.testing.alerts import alerts_for_matches, get_path, is_alerts_pattern
+
+
+class RuleLike(Protocol):
+    """What the testing package needs from a loaded rule file."""
+
+    rule_id: str
+    kibana: dict[str, Any]
+    metadata: dict[str, Any]
+
+
+class EvaluationError(Exception):
+    """A rule cannot be evaluated offline (bad dependency graph, query that does not compile...)."""
+
+    def __init__(self, rule_id: str | None, message: str) -> None:
+        self.rule_id = rule_id
+        self.message = message
+        super().__init__(f"{rule_id}: {message}" if rule_id else message)
+
+
+Compiler = Callable[[RuleLike], Any]
+
+
+def depends_on(rule: RuleLike) -> list[str]:
+    """The rule ids a rule's `metadata.depends_on` names (empty when none)."""
+    deps = (rule.metadata or {}).get("depends_on") or []
+    return [str(d) for d in deps] if isinstance(deps, list) else [str(deps)]
+
+
+def index_kinds(rule: RuleLike) -> tuple[bool, bool]:
+    """(reads events, reads alerts) from the rule's index patterns."""
+    index = (rule.kibana or {}).get("index") or []
+    if isinstance(index, str):
+        index = [index]
+    alerts = [p for p in index if isinstance(p, str) and is_alerts_pattern(p)]
+    events = [p for p in index if not (isinstance(p, str) and is_alerts_pattern(p))]
+    # A rule over alerts that does not say so in `index` still declares it through depends_on.
+    if not index:
+        return (not depends_on(rule), bool(depends_on(rule)))
+    return bool(events), bool(alerts)
+
+
+def closure(targets: Iterable[str], by_id: Mapping[str, RuleLike]) -> list[str]:
+    """The targets plus every rule they depend on, transitively, in dependency order (dependencies first)."""
+    order: list[str] = []
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+
+    def visit(rule_id: str, path: list[str]) -> None:
+        mark = state.get(rule_id)
+        if mark == 2:
+            return
+        if mark == 1:
+            cycle = path[path.index(rule_id) :] + [rule_id]
+            raise EvaluationError(rule_id, "dependency cycle: " + " -> ".join(cycle))
+        rule = by_id[rule_id]
+        state[rule_id] = 1
+        for dep in sorted(set(depends_on(rule))):
+            if dep not in by_id:
+                raise EvaluationError(
+                    rule_id,
+                    f"depends_on names {dep!r}, which is not among the loaded rules "
+                    "(load the rule file it lives in too, or fix the rule_id)",
+                )
+            visit(dep, [*path, rule_id])
+        state[rule_id] = 2
+        order.append(rule_id)
+
+    for target in sorted(set(targets)):
+        if target not in by_id:
+            raise EvaluationError(target, "no such rule among the loaded rules")
+        visit(target, [])
+    return order
+
+
+def dependencies(rule_id: str, by_id: Mapping[str, RuleLike]) -> list[str]:
+    """Every rule a rule depends on, transitively (not including itself)."""
+    return [r for r in closure([rule_id], by_id) if r != rule_id]
+
+
+_SEQUENCE_RE = re.compile(r"^\s*(sequence|sample)\b", re.IGNORECASE)
+_COMMENT_RE = re.compile(r"//[^\n]*|/\*.*?\*/", re.DOTALL)
+
+
+def is_sequence_query(query: str) -> bool:
+    """Whether a query is a sequence (or sample): Kibana writes building blocks plus a shell for those."""
+    return bool(_SEQUENCE_RE.match(_COMMENT_RE.sub(" ", query)))
+
+
+def compile_rule(rule: RuleLike) -> Any:
+    """Compile a rule's query with its timestamp and tiebreaker settings into an evaluator program."""
+    from deployer.eql import engine
+
+    kibana = rule.kibana or {}
+    query = kibana.get("query")
+    if not isinstance(query, str) or not query.strip():
+        raise EvaluationError(rule.rule_id, "the rule has no query")
+    return engine.compile_query(
+        query,
+        timestamp_field=kibana.get("timestamp_override") or "@timestamp",
+        tiebreaker_field=kibana.get("tiebreaker_field") or None,
+    )
+
+
+@dataclass
+class RuleOutcome:
+    """A rule's matches over one input, and the alert documents Kibana would write for them."""
+
+    rule: RuleLike
+    matches: list[Any]
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Evaluator:
+    """Evaluates rules over one set of events, compiling each rule once and caching dependency results."""
+
+    def __init__(
+        self,
+        rules: Sequence[RuleLike],
+        *,
+        compiler: Compiler = compile_rule,
+    ) -> None:
+        self.by_id: dict[str, RuleLike] = {}
+        for rule in rules:
+            self.by_id.setdefault(rule.rule_id, rule)
+        self._compiler = compiler
+        self._programs: dict[str, Any] = {}
+
+    def program(self, rule: RuleLike) -> Any:
+        """The compiled program for a rule (compiled once)."""
+        prog = self._programs.get(rule.rule_id)
+        if prog is None:
+            try:
+                prog = self._compiler(rule)
+            except EvaluationError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - any compile failure is reported against the rule
+                raise EvaluationError(rule.rule_id, f"query does not compile: {exc}") from exc
+            self._programs[rule.rule_id] = prog
+        return prog
+
+    def evaluate(self, targets: Iterable[str], events: Sequence[dict[str, Any]]) -> Iterator[RuleOutcome]:
+        """Evaluate the targets (and what they depend on) over the events; yield outcomes in dependency order."""
+        wanted = set(targets)
+        order = closure(wanted, self.by_id)
+        # Alerts are synthesised only for rules something else reads them from.
+        feeds = {dep for rule_id in order for dep in depends_on(self.by_id[rule_id])}
+        outcomes: dict[str, RuleOutcome] = {}
+        for rule_id in order:
+            rule = self.by_id[rule_id]
+            reads_events, reads_alerts = index_kinds(rule)
+            stream: list[dict[str, Any]] = list(events) if reads_events else []
+            if reads_alerts:
+                for dep in dependencies(rule_id, self.by_id):
+                    stream.extend(outcomes[dep].alerts)
+                if reads_events:
+                    # Events and alerts share one time line; a stable sort keeps file order on ties.
+                    stream.sort(key=_time_key)
+            try:
+                matches = list(self.program(rule).run(stream))
+            except EvaluationError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - an evaluator failure is reported against the rule
+                raise EvaluationError(rule_id, f"evaluation failed: {type(exc).__name__}: {exc}") from exc
+            outcome = RuleOutcome(rule, matches)
+            if rule_id in feeds:
+                outcome.alerts = alerts_for_matches(
+                    rule, matches, sequence=is_sequence_query(str(rule.kibana.get("query", "")))
+                )
+                outcome.alerts.sort(key=_time_key)
+            outcomes[rule_id] = outcome
+            if rule_id in wanted:
+                yield outcome
+
+
+def _time_key(doc: dict[str, Any]) -> Any:
+    from deployer.eql.values import parse_timestamp
+
+    try:
+        return parse_timestamp(doc.get("@timestamp"))
+    except (ValueError, TypeError, OverflowError):
+        return 0
+
+
+def event_ref(doc: dict[str, Any] | None) -> str | int | None:
+    """How a matched document is named in results: its `event.id` (an alert carries its source's)."""
+    if doc is None:
+        return None
+    eid = get_path(doc, "event.id")
+    if eid is not None:
+        return eid
+    # A shell alert holds only the fields its events share, so usually no event.id: name it by uuid.
+    uuid = get_path(doc, "kibana.alert.uuid")
+    if uuid is not None:
+        return uuid
+    line = getattr(doc, "line", None)
+    return f"line:{line}" if line is not None else None

@@ -1,0 +1,327 @@
+"""Read ECS events from newline-delimited JSON (a file, `-` for stdin, or gzip by magic bytes).
+
+Every problem is an `EventsError` naming the source and the 1-based line number, so a bad line in
+a fixture or an export is found without a traceback. Values whose type contradicts the ECS field
+registry are rejected the way Elasticsearch would reject the document at index time, and the
+coercions Elasticsearch applies by default (numeric strings into numeric fields, scalars into
+keyword fields) are applied here too, so the offline evaluator compares what Elasticsearch would.
+"""
+
+from __future__ import annotations
+
+import gzip
+import ipaddress
+import json
+import math
+import sys
+import zlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+GZIP_MAGIC = b"\x1f\x8b"
+TIMESTAMP_FIELD = "@timestamp"
+
+# ECS type families; anything not listed (object, nested, flattened, geo_point, text...) is not
+# checked because Elasticsearch accepts a wide range of shapes there.
+_INTEGER_TYPES = frozenset({"long", "integer", "short", "byte", "unsigned_long"})
+_FLOAT_TYPES = frozenset({"float", "double", "half_float", "scaled_float"})
+_KEYWORD_TYPES = frozenset({"keyword", "constant_keyword", "wildcard"})
+_TEXT_TYPES = frozenset({"match_only_text", "text"})
+
+FieldTypeLookup = Callable[[str], "str | None"]
+
+
+class EventsError(Exception):
+    """A bad events file: carries the source name, the 1-based line (None when not line-bound) and the problem."""
+
+    def __init__(self, source: str, line: int | None, message: str) -> None:
+        self.source = source
+        self.line = line
+        self.message = message
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = f"{self.source}:{self.line}" if self.line is not None else self.source
+        return f"{where}: {self.message}"
+
+
+class Event(dict):
+    """One event as read from the file; `line` is its 1-based line number there."""
+
+    __slots__ = ("line",)
+
+    def __init__(self, data: dict[str, Any], line: int) -> None:
+        super().__init__(data)
+        self.line = line
+
+
+def display_name(path: str | Path) -> str:
+    """How a source is named in messages: `<stdin>` for `-`, else the path as given."""
+    return "<stdin>" if str(path) == "-" else str(path)
+
+
+def _parse_timestamp(value: Any) -> Any:
+    # One timestamp parser for the whole tool: the evaluator's, so the reader accepts exactly what
+    # the evaluator orders by.
+    from deployer.eql.values import parse_timestamp
+
+    return parse_timestamp(value)
+
+
+def default_field_types() -> FieldTypeLookup | None:
+    """The ECS field registry's type lookup, or None when the registry is not available."""
+    try:
+        from deployer.ecs import registry
+    except ImportError:
+        return None
+    reg = registry.load()
+
+    def lookup(name: str) -> str | None:
+        info = reg.get(name)
+        return None if info is None else info.type
+
+    return lookup
+
+
+def _open_binary(path: str | Path, stdin: IO[bytes] | None) -> tuple[IO[bytes], bool]:
+    """Open the raw byte stream and say whether we own it (stdin is never closed here)."""
+    if str(path) == "-":
+        return (stdin if stdin is not None else sys.stdin.buffer), False
+    try:
+        return open(path, "rb"), True  # noqa: SIM115 - closed by the caller's finally
+    except OSError as exc:
+        raise EventsError(display_name(path), None, f"cannot open: {exc.strerror or exc}") from None
+
+
+def _maybe_gunzip(raw: IO[bytes]) -> IO[bytes]:
+    # Sniff the gzip magic rather than trust the extension: exports are often renamed, and stdin
+    # has no name at all. A one-byte look-ahead buffer keeps the stream readable from the start.
+    import io
+
+    buffered = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw)  # type: ignore[arg-type]
+    head = buffered.peek(2)[:2]
+    if head == GZIP_MAGIC:
+        return gzip.GzipFile(fileobj=buffered, mode="rb")  # type: ignore[return-value]
+    return buffered
+
+
+def iter_lines(path: str | Path, *, stdin: IO[bytes] | None = None) -> Iterator[tuple[int, bytes, bool]]:
+    """Yield (line number, raw bytes without the newline, whether the line ended with a newline)."""
+    name = display_name(path)
+    raw, owned = _open_binary(path, stdin)
+    try:
+        stream = _maybe_gunzip(raw)
+        lineno = 0
+        try:
+            for chunk in stream:
+                lineno += 1
+                ended = chunk.endswith(b"\n")
+                yield lineno, chunk.rstrip(b"\r\n"), ended
+        except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+            raise EventsError(name, lineno + 1, f"corrupt or truncated gzip data: {exc}") from None
+        except OSError as exc:
+            raise EventsError(name, lineno + 1, f"read error: {exc}") from None
+    finally:
+        if owned:
+            raw.close()
+
+
+def iter_events(
+    path: str | Path,
+    *,
+    field_types: FieldTypeLookup | None = None,
+    stdin: IO[bytes] | None = None,
+) -> Iterator[Event]:
+    """Yield each non-blank line of an ndjson events source as an `Event`, raising `EventsError` on bad input."""
+    name = display_name(path)
+    for lineno, raw_line, ended in iter_lines(path, stdin=stdin):
+        try:
+            text = raw_line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise EventsError(name, lineno, f"not UTF-8 (byte {exc.start + 1}): {exc.reason}") from None
+        if lineno == 1:
+            text = text.removeprefix("\ufeff")
+        if not text.strip():
+            continue
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as exc:
+            hint = ""
+            if not ended and exc.pos >= len(text.rstrip()) - 1:
+                hint = " (the last line ends without a newline: the file looks truncated)"
+            raise EventsError(name, lineno, f"invalid JSON at column {exc.colno}: {exc.msg}{hint}") from None
+        except RecursionError:
+            raise EventsError(name, lineno, "invalid JSON: nested too deeply") from None
+        if not isinstance(obj, dict):
+            raise EventsError(
+                name, lineno, f"expected a JSON object (one event per line), got {_json_kind(obj)}"
+            )
+        check_event(obj, source=name, line=lineno, field_types=field_types)
+        yield Event(obj, lineno)
+
+
+def read_events(
+    path: str | Path,
+    *,
+    field_types: FieldTypeLookup | None = None,
+    stdin: IO[bytes] | None = None,
+) -> list[Event]:
+    """Read a whole ndjson events source into a list (see `iter_events`)."""
+    return list(iter_events(path, field_types=field_types, stdin=stdin))
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    return "a number"
+
+
+def check_event(
+    event: dict[str, Any],
+    *,
+    source: str,
+    line: int,
+    field_types: FieldTypeLookup | None = None,
+) -> None:
+    """Check @timestamp and, with a registry lookup, every field's type; coerce in place as Elasticsearch would."""
+    if TIMESTAMP_FIELD not in event:
+        raise EventsError(source, line, f"missing {TIMESTAMP_FIELD} (every event needs one to be ordered)")
+    ts = event[TIMESTAMP_FIELD]
+    if isinstance(ts, bool) or not isinstance(ts, str | int | float) or ts == "":
+        raise EventsError(
+            source, line, f"{TIMESTAMP_FIELD} must be an ISO-8601 string or epoch milliseconds, got {ts!r}"
+        )
+    try:
+        _parse_timestamp(ts)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise EventsError(
+            source,
+            line,
+            f"unparsable {TIMESTAMP_FIELD} {ts!r}: {exc} (use ISO-8601, e.g. 2024-05-01T12:00:00.000Z, "
+            "or epoch milliseconds)",
+        ) from None
+    if field_types is not None:
+        _check_object(event, "", source, line, field_types)
+
+
+def _check_object(obj: dict[str, Any], prefix: str, source: str, line: int, lookup: FieldTypeLookup) -> None:
+    for key, value in obj.items():
+        name = f"{prefix}{key}"
+        ftype = lookup(name)
+        if isinstance(value, dict):
+            if ftype is not None and ftype not in ("object", "nested", "flattened", "geo_point"):
+                raise EventsError(
+                    source, line, f"field {name!r} is {ftype} in ECS but the value is an object"
+                )
+            if ftype not in ("flattened", "geo_point"):
+                _check_object(value, f"{name}.", source, line, lookup)
+            continue
+        if ftype is None:
+            continue
+        if isinstance(value, list):
+            for i, item in enumerate(value):
+                if isinstance(item, dict):
+                    if ftype in ("object", "nested"):
+                        _check_object(item, f"{name}.", source, line, lookup)
+                        continue
+                    raise EventsError(
+                        source, line, f"field {name!r} is {ftype} in ECS but element {i} is an object"
+                    )
+                value[i] = _coerce(item, name, ftype, source, line)
+        else:
+            obj[key] = _coerce(value, name, ftype, source, line)
+
+
+def _coerce(value: Any, name: str, ftype: str, source: str, line: int) -> Any:
+    """Return the value Elasticsearch would index for an ECS type, or raise on a value it would reject."""
+    if value is None:
+        return None
+
+    def reject(why: str) -> EventsError:
+        return EventsError(
+            source,
+            line,
+            f"field {name!r} is {ftype} in ECS but the value {value!r} {why}; Elasticsearch would reject "
+            "this document (fix the value or remove the field)",
+        )
+
+    if ftype in _INTEGER_TYPES:
+        if isinstance(value, bool):
+            raise reject("is a boolean")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float):
+            # Elasticsearch truncates a fractional number into an integer field; keep it exact here.
+            if not math.isfinite(value):
+                raise reject("is not finite")
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                try:
+                    number = float(value.strip())
+                except ValueError:
+                    raise reject("is a string that is not a number") from None
+                if not math.isfinite(number):
+                    raise reject("is not finite") from None
+                return int(number)
+        raise reject("is not a number")
+    if ftype in _FLOAT_TYPES:
+        if isinstance(value, bool):
+            raise reject("is a boolean")
+        if isinstance(value, int | float):
+            return value
+        if isinstance(value, str):
+            try:
+                number = float(value.strip())
+            except ValueError:
+                raise reject("is a string that is not a number") from None
+            if not math.isfinite(number):
+                raise reject("is not finite")
+            return number
+        raise reject("is not a number")
+    if ftype == "boolean":
+        if isinstance(value, bool):
+            return value
+        if value in ("true", "false"):
+            return value == "true"
+        if value == "":
+            return False
+        raise reject("is not true/false")
+    if ftype == "ip":
+        if not isinstance(value, str):
+            raise reject("is not a string")
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise reject("is not an IP address") from None
+        return value
+    if ftype == "date":
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise reject("is not a date")
+        try:
+            _parse_timestamp(value)
+        except (ValueError, TypeError, OverflowError):
+            raise reject("is not an ISO-8601 date or epoch milliseconds") from None
+        return value
+    if ftype in _KEYWORD_TYPES or ftype in _TEXT_TYPES:
+        # Elasticsearch indexes a number or boolean in a keyword field as its string form; the
+        # evaluator must compare the same string, so convert here.
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, int):
+            return str(value)
+        if isinstance(value, float):
+            return repr(value)
+        if isinstance(value, str):
+            return value
+        raise reject("is not a scalar")
+    return value

@@ -1,0 +1,34 @@
+"""Replay events through rules offline (`dac run`): one result object per match.
+
+Each result has exactly these keys, in this order: `rule_id`, `name`, `implements`, `event_ids`
+(the matched events' `event.id` in sequence order, `null` for a missing-event placeholder) and
+`join_keys` (the values the sequence joined on). Rules are evaluated in dependency order, so a rule
+over other rules' alerts is reported after the rules it reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+from deployer.testing.evaluate import Evaluator, RuleLike, event_ref
+
+RESULT_KEYS = ("rule_id", "name", "implements", "event_ids", "join_keys")
+
+
+def replay(rules: Sequence[RuleLike], events: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """Evaluate every rule over the events (rules over alerts through their dependencies); yield one dict per match."""
+    materialised = events if isinstance(events, list) else list(events)
+    evaluator = Evaluator(rules)
+    for outcome in evaluator.evaluate([r.rule_id for r in rules], materialised):
+        rule = outcome.rule
+        implements = list((rule.metadata or {}).get("implements") or [])
+        name = (rule.kibana or {}).get("name")
+        for match in outcome.matches:
+            yield {
+                "rule_id": rule.rule_id,
+                "name": name,
+                "implements": implements,
+                "event_ids": [event_ref(e) for e in match.events],
+                "join_keys": list(match.join_keys),
+            }
