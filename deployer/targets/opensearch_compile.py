@@ -156,14 +156,18 @@ class ConditionCompiler:
         if isinstance(expr, ast.Arithmetic | ast.Negate):
             raise self.refuse("arithmetic", "arithmetic needs a script; not compiled", expr)
         if isinstance(expr, ast.Literal):
-            raise self.refuse("constant condition", f"a bare constant {expr.value!r} is not a condition", expr)
+            raise self.refuse(
+                "constant condition", f"a bare constant {expr.value!r} is not a condition", expr
+            )
         raise self.refuse(type(expr).__name__, "expression kind not supported", expr)
 
     def _field(self, expr: ast.Expr, context: str) -> ast.Field:
         if isinstance(expr, ast.Field):
             return expr
         if isinstance(expr, ast.FunctionCall):
-            raise self.refuse(f"function {expr.name}()", f"a function result used in {context} needs a script", expr)
+            raise self.refuse(
+                f"function {expr.name}()", f"a function result used in {context} needs a script", expr
+            )
         if isinstance(expr, ast.Arithmetic | ast.Negate):
             raise self.refuse("arithmetic", f"arithmetic in {context} needs a script", expr)
         raise self.refuse(context, "the left-hand side must be a field", expr)
@@ -172,7 +176,11 @@ class ConditionCompiler:
         left, op, right = expr.left, expr.op, expr.right
         if isinstance(left, ast.Literal) and not isinstance(right, ast.Literal):
             left, right, op = right, left, _MIRROR[op]
-        if isinstance(left, ast.FunctionCall) and isinstance(right, ast.BooleanLiteral) and op in ("==", "!="):
+        if (
+            isinstance(left, ast.FunctionCall)
+            and isinstance(right, ast.BooleanLiteral)
+            and op in ("==", "!=")
+        ):
             positive = self._function(left)
             return positive if (op == "==") == right.value else _not(positive)
         if isinstance(right, ast.Field) and isinstance(left, ast.Field):
@@ -241,7 +249,9 @@ class ConditionCompiler:
         )
         label = f"function {expr.name}{'~' if expr.case_insensitive else ''}()"
         if name not in ("startswith", "endswith", "stringcontains", "cidrmatch"):
-            raise self.refuse(label, "functions other than startsWith/endsWith/stringContains/cidrMatch need a script", expr)
+            raise self.refuse(
+                label, "functions other than startsWith/endsWith/stringContains/cidrMatch need a script", expr
+            )
         if not simple:
             raise self.refuse(label, "only a field and constant strings can be translated to a query", expr)
         fld = args[0].name  # type: ignore[union-attr]
@@ -433,14 +443,20 @@ def compile_rule(rule: Mapping[str, Any], *, rule_id: str | None = None) -> Comp
     if query.pipes:
         pipe = query.pipes[0]
         raise UnsupportedConstruct(
-            rid, f"pipe | {pipe.name}", "head/tail limit the result set, which a monitor cannot reproduce", pipe
+            rid,
+            f"pipe | {pipe.name}",
+            "head/tail limit the result set, which a monitor cannot reproduce",
+            pipe,
         )
     body = query.body
     if isinstance(body, ast.Sample):
         raise UnsupportedConstruct(rid, "sample", "unordered samples are not compiled", body)
     if isinstance(body, ast.EventQuery):
         raise UnsupportedConstruct(
-            rid, "event query", "only sequences joined on an entity key are compiled (one alert per entity)", body
+            rid,
+            "event query",
+            "only sequences joined on an entity key are compiled (one alert per entity)",
+            body,
         )
     assert isinstance(body, ast.Sequence)
     return _compile_sequence(rid, rule, body)
@@ -491,7 +507,9 @@ def _compile_sequence(rid: str, rule: Mapping[str, Any], seq: ast.Sequence) -> C
             distinct.append(text)
         bits.append(1 << distinct.index(text))
     if len(distinct) > MAX_DISTINCT_STEPS:
-        raise UnsupportedConstruct(rid, "sequence length", f"more than {MAX_DISTINCT_STEPS} distinct steps", seq)
+        raise UnsupportedConstruct(
+            rid, "sequence length", f"more than {MAX_DISTINCT_STEPS} distinct steps", seq
+        )
 
     # Join keys: a position read from the same field by every stage is a plain terms source;
     # otherwise a script source emits the values of all its fields and the reduce script checks
@@ -507,7 +525,10 @@ def _compile_sequence(rid: str, rule: Mapping[str, Any], seq: ast.Sequence) -> C
         optional = {f.optional for f in fields_at}
         if len(optional) > 1:
             raise UnsupportedConstruct(
-                rid, "optional join key", "a key must be optional (?field) in every step or in none", fields_at[0]
+                rid,
+                "optional join key",
+                "a key must be optional (?field) in every step or in none",
+                fields_at[0],
             )
         if len(set(names)) == 1:
             terms: dict[str, Any] = {"field": names[0]}
@@ -529,7 +550,11 @@ def _compile_sequence(rid: str, rule: Mapping[str, Any], seq: ast.Sequence) -> C
             {
                 f"k{pos}": {
                     "terms": {
-                        "script": {"lang": "painless", "source": _UNION_KEY_SCRIPT, "params": {"fields": unique}}
+                        "script": {
+                            "lang": "painless",
+                            "source": _UNION_KEY_SCRIPT,
+                            "params": {"fields": unique},
+                        }
                     }
                 }
             }
