@@ -27,10 +27,15 @@ SIGNAL = "signal"
 def is_alerts_pattern(pattern: str) -> bool:
     """Whether an index pattern can only address the Security alerts indices."""
     p = pattern.strip()
-    return p.startswith(ALERTS_INDEX_PREFIX) or p.startswith(".internal" + ALERTS_INDEX_PREFIX) or p in (
-        ".alerts-security.alerts",
-        ".alerts-security.alerts*",
-        ".alerts-security*",
+    return (
+        p.startswith(ALERTS_INDEX_PREFIX)
+        or p.startswith(".internal" + ALERTS_INDEX_PREFIX)
+        or p
+        in (
+            ".alerts-security.alerts",
+            ".alerts-security.alerts*",
+            ".alerts-security*",
+        )
     )
 
 
@@ -51,7 +56,9 @@ def get_path(doc: dict[str, Any], dotted: str) -> Any:
 
 
 def _digest(*parts: Any) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str, separators=(",", ":")).encode()).hexdigest()
+    return hashlib.sha256(
+        json.dumps(parts, sort_keys=True, default=str, separators=(",", ":")).encode()
+    ).hexdigest()
 
 
 def event_identity(event: dict[str, Any]) -> str:
@@ -163,7 +170,9 @@ def _ancestors(source: dict[str, Any]) -> list[dict[str, Any]]:
     return chain
 
 
-def alerts_for_match(rule: Any, events: Sequence[dict[str, Any] | None], *, sequence: bool) -> list[dict[str, Any]]:
+def alerts_for_match(
+    rule: Any, events: Sequence[dict[str, Any] | None], *, sequence: bool
+) -> list[dict[str, Any]]:
     """The alert documents Kibana writes for one match: one alert, or N building blocks plus a shell."""
     info = rule_info(rule)
     present = [e for e in events if e is not None]

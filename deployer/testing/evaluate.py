@@ -109,9 +109,16 @@ def compile_rule(rule: RuleLike) -> Any:
     query = kibana.get("query")
     if not isinstance(query, str) or not query.strip():
         raise EvaluationError(rule.rule_id, "the rule has no query")
+    category_field = kibana.get("event_category_override")
+    if category_field and category_field != "event.category":
+        raise EvaluationError(
+            rule.rule_id, f"not supported offline: event_category_override ({category_field!r})"
+        )
+    # Kibana passes `timestamp_field` to the EQL search (ordering); `timestamp_override` only moves
+    # the search window, which offline replay does not have.
     return engine.compile_query(
         query,
-        timestamp_field=kibana.get("timestamp_override") or "@timestamp",
+        timestamp_field=kibana.get("timestamp_field") or "@timestamp",
         tiebreaker_field=kibana.get("tiebreaker_field") or None,
     )
 
@@ -152,6 +159,11 @@ class Evaluator:
                 raise EvaluationError(rule.rule_id, f"query does not compile: {exc}") from exc
             self._programs[rule.rule_id] = prog
         return prog
+
+    def prepare(self, targets: Iterable[str]) -> None:
+        """Check the dependency graph and compile every rule the targets need, before any evaluation."""
+        for rule_id in closure(targets, self.by_id):
+            self.program(self.by_id[rule_id])
 
     def evaluate(self, targets: Iterable[str], events: Sequence[dict[str, Any]]) -> Iterator[RuleOutcome]:
         """Evaluate the targets (and what they depend on) over the events; yield outcomes in dependency order."""

@@ -76,10 +76,16 @@ def default_field_types() -> FieldTypeLookup | None:
     except ImportError:
         return None
     reg = registry.load()
+    # Large replays look the same few hundred names up millions of times.
+    cache: dict[str, str | None] = {}
 
     def lookup(name: str) -> str | None:
-        info = reg.get(name)
-        return None if info is None else info.type
+        try:
+            return cache[name]
+        except KeyError:
+            info = reg.get(name)
+            cache[name] = found = None if info is None else info.type
+            return found
 
     return lookup
 
@@ -204,8 +210,7 @@ def check_event(
         raise EventsError(
             source,
             line,
-            f"unparsable {TIMESTAMP_FIELD} {ts!r}: {exc} (use ISO-8601, e.g. 2024-05-01T12:00:00.000Z, "
-            "or epoch milliseconds)",
+            f"unparsable {TIMESTAMP_FIELD}: {exc}",
         ) from None
     if field_types is not None:
         _check_object(event, "", source, line, field_types)
@@ -226,7 +231,10 @@ def _check_object(obj: dict[str, Any], prefix: str, source: str, line: int, look
         if ftype is None:
             continue
         if isinstance(value, list):
-            for i, item in enumerate(value):
+            # Elasticsearch flattens arrays of arrays; so does the reader, so the evaluator sees
+            # the same values.
+            flat = _flatten(value) if any(isinstance(v, list) for v in value) else value
+            for i, item in enumerate(flat):
                 if isinstance(item, dict):
                     if ftype in ("object", "nested"):
                         _check_object(item, f"{name}.", source, line, lookup)
@@ -234,9 +242,20 @@ def _check_object(obj: dict[str, Any], prefix: str, source: str, line: int, look
                     raise EventsError(
                         source, line, f"field {name!r} is {ftype} in ECS but element {i} is an object"
                     )
-                value[i] = _coerce(item, name, ftype, source, line)
+                flat[i] = _coerce(item, name, ftype, source, line)
+            obj[key] = flat
         else:
             obj[key] = _coerce(value, name, ftype, source, line)
+
+
+def _flatten(values: list[Any]) -> list[Any]:
+    out: list[Any] = []
+    for v in values:
+        if isinstance(v, list):
+            out.extend(_flatten(v))
+        else:
+            out.append(v)
+    return out
 
 
 def _coerce(value: Any, name: str, ftype: str, source: str, line: int) -> Any:

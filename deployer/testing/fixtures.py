@@ -200,7 +200,9 @@ def _load(
     cached = cache.get(resolved)
     if cached is None:
         if not resolved.is_file():
-            cached = EventsError(str(shown), None, "events file not found (paths are relative to the rule file)")
+            cached = EventsError(
+                str(shown), None, "events file not found (paths are relative to the rule file)"
+            )
         else:
             try:
                 cached = list(read_events(resolved, field_types=types))
@@ -223,6 +225,8 @@ def _check_unique_ids(events: Sequence[dict[str, Any]], shown: Path) -> None:
         line = getattr(event, "line", 0)
         if key in seen:
             raise EventsError(
-                str(shown), line, f"duplicate event.id {key!r} (first on line {seen[key]}); tests name events by event.id"
+                str(shown),
+                line,
+                f"duplicate event.id {key!r} (first on line {seen[key]}); tests name events by event.id",
             )
         seen[key] = line

@@ -20,7 +20,10 @@ def replay(rules: Sequence[RuleLike], events: Iterable[dict[str, Any]]) -> Itera
     """Evaluate every rule over the events (rules over alerts through their dependencies); yield one dict per match."""
     materialised = events if isinstance(events, list) else list(events)
     evaluator = Evaluator(rules)
-    for outcome in evaluator.evaluate([r.rule_id for r in rules], materialised):
+    targets = [r.rule_id for r in rules]
+    # Fail on a bad dependency graph or a query that does not compile before the first result.
+    evaluator.prepare(targets)
+    for outcome in evaluator.evaluate(targets, materialised):
         rule = outcome.rule
         implements = list((rule.metadata or {}).get("implements") or [])
         name = (rule.kibana or {}).get("name")

@@ -1,0 +1,99 @@
+"""`dac run`: replay ECS ndjson events through the rules offline; one compact JSON object per match."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from deployer.testing.loading import DEFAULT_RULES_DIR
+
+
+def format_result(result: dict) -> str:
+    """One match as one line of compact JSON (no spaces, non-ASCII kept as is)."""
+    return json.dumps(result, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+@click.command("run")
+@click.option(
+    "--events",
+    "events_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, allow_dash=True),
+    help="ECS events, one JSON object per line; `-` reads stdin; gzip is detected by content.",
+)
+@click.option(
+    "--rules",
+    "rule_paths",
+    multiple=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="Rule file or directory (repeatable). Default: detections/.",
+)
+def run(events_path: str, rule_paths: tuple[Path, ...]) -> None:
+    """Replay events through the rules and print one JSON object per match (exit 0 matched or not)."""
+    from deployer.testing.evaluate import EvaluationError
+    from deployer.testing.events import EventsError, default_field_types, iter_events
+    from deployer.testing.loading import load_rules
+    from deployer.testing.replay import replay
+
+    if not rule_paths:
+        if not DEFAULT_RULES_DIR.is_dir():
+            raise click.UsageError(f"no {DEFAULT_RULES_DIR}/ here; pass --rules PATH")
+        rule_paths = (DEFAULT_RULES_DIR,)
+    loaded = load_rules(list(rule_paths))
+    if loaded.errors:
+        for message in loaded.errors:
+            click.echo(f"error: {message}", err=True)
+        sys.exit(1)
+    if not loaded.rules:
+        raise click.UsageError("no rule files found under " + ", ".join(str(p) for p in rule_paths))
+
+    status = _Status(enabled=sys.stderr.isatty())
+    try:
+        events = []
+        for event in iter_events(events_path, field_types=default_field_types()):
+            events.append(event)
+            if len(events) % 10_000 == 0:
+                status.update(f"read {len(events):,} events")
+        status.update(f"evaluating {len(loaded.rules)} rules over {len(events):,} events")
+        out = sys.stdout
+        for result in replay(loaded.rules, events):
+            out.write(format_result(result) + "\n")
+    except BrokenPipeError:
+        # The reader stopped early (`dac run ... | head`): not an error.
+        sys.stderr.close()
+        sys.exit(0)
+    except EventsError as exc:
+        status.stop()
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except EvaluationError as exc:
+        status.stop()
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    finally:
+        status.stop()
+    sys.stdout.flush()
+
+
+class _Status:
+    """A one-line progress status on stderr, only when stderr is a terminal."""
+
+    def __init__(self, *, enabled: bool) -> None:
+        self._status = None
+        if enabled:
+            from rich.console import Console
+
+            self._status = Console(stderr=True).status("reading events")
+            self._status.start()
+
+    def update(self, message: str) -> None:
+        if self._status is not None:
+            self._status.update(message)
+
+    def stop(self) -> None:
+        if self._status is not None:
+            self._status.stop()
+            self._status = None

@@ -1,0 +1,68 @@
+"""Load rule files for `dac test` and `dac run`: the rule loader's result, with load errors as text."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from deployer.testing.evaluate import depends_on
+
+DEFAULT_RULES_DIR = Path("detections")
+
+
+@dataclass
+class LoadedRules:
+    """Rules to work on, rules loaded only to resolve `depends_on`, and load errors as messages."""
+
+    rules: list[Any] = field(default_factory=list)
+    library: list[Any] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def format_finding(finding: Any) -> str:
+    """A finding as `path:line:col: rule_id: message (hint)`."""
+    where = str(getattr(finding, "path", "") or "")
+    line = getattr(finding, "line", None)
+    col = getattr(finding, "column", None)
+    if line:
+        where += f":{line}"
+        if col:
+            where += f":{col}"
+    parts = [where] if where else []
+    rule_id = getattr(finding, "rule_id", None)
+    if rule_id:
+        parts.append(str(rule_id))
+    message = str(getattr(finding, "message", finding))
+    hint = getattr(finding, "hint", None)
+    if hint:
+        message += f" ({hint})"
+    parts.append(message)
+    return ": ".join(parts)
+
+
+def _is_error(finding: Any) -> bool:
+    return str(getattr(finding, "severity", "error")).lower() == "error"
+
+
+def load_rules(paths: Sequence[Path], *, default_dir: Path = DEFAULT_RULES_DIR) -> LoadedRules:
+    """Load the rule files under the paths; load the default rules directory too when a dependency is missing."""
+    from deployer.rules.loader import load_rule_files
+
+    result = load_rule_files(list(paths))
+    out = LoadedRules(rules=list(result.rules))
+    out.errors = [format_finding(f) for f in result.findings if _is_error(f)]
+    known = {r.rule_id for r in out.rules}
+    missing = {d for r in out.rules for d in depends_on(r)} - known
+    if missing and default_dir.is_dir() and not _covers(paths, default_dir):
+        # A rule over alerts tested on its own still needs the rules it reads; they live with the
+        # rest of the content. Problems in those files are reported by their own runs.
+        extra = load_rule_files([default_dir])
+        out.library = [r for r in extra.rules if r.rule_id not in known]
+    return out
+
+
+def _covers(paths: Iterable[Path], directory: Path) -> bool:
+    target = directory.resolve()
+    return any(Path(p).resolve() == target for p in paths)
