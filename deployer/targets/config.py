@@ -69,6 +69,20 @@ class TargetConfig:
         return True
 
 
+def select_rules(cfg: TargetConfig, rules: Iterable[Any]) -> list[Any]:
+    """Return the loaded rule files that belong to the target (its `rules` globs and `tags`)."""
+    out = []
+    for rule in rules:
+        try:
+            rel = Path(rule.path).resolve().relative_to(cfg.root).as_posix()
+        except ValueError:
+            rel = Path(rule.path).as_posix()
+        tags = rule.kibana.get("tags") or []
+        if cfg.selects(rel, tags if isinstance(tags, list) else []):
+            out.append(rule)
+    return out
+
+
 def _glob_match(path: str, pattern: str) -> bool:
     # fnmatch's `*` already crosses `/`, so `dir/**` and `dir/**/*.yaml` both behave as people expect.
     pattern = pattern.rstrip("/")

@@ -318,14 +318,8 @@ class KibanaTarget:
         return f"{self.name} (kibana{version} {self.client.url}, space {self.client.space})"
 
     def desired(self, rules: Sequence[Any]) -> dict[str, dict[str, Any]]:
-        """Return normalised bodies, keyed by rule_id, for the rules this target selects."""
-        out: dict[str, dict[str, Any]] = {}
-        for rule in rules:
-            rel = kr.rel_source_path(rule.path, self.cfg.root)
-            if not self.cfg.selects(rel, rule.kibana.get("tags") or []):
-                continue
-            out[rule.rule_id] = kr.rule_to_body(rule, self.cfg.root)
-        return out
+        """Return normalised bodies, keyed by rule_id, for the given rules."""
+        return {rule.rule_id: kr.rule_to_body(rule, self.cfg.root) for rule in rules}
 
     def read_current(self, rule_ids: Collection[str] = ()) -> dict[str, dict[str, Any]]:
         """Return owned rules, plus any rule with one of `rule_ids`, normalised and keyed by rule_id."""

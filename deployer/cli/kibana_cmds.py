@@ -1,0 +1,501 @@
+"""`dac plan`, `dac deploy`, `dac export`, `dac import`: keep a target in step with the repository.
+
+Exit codes: 0 ok / no changes, 1 findings, conflicts or failed rules, 2 usage or environment error
+(unreachable target, bad credentials, unsupported version), and for `plan` 3 when changes are
+pending. Secrets are never accepted as flag values: credentials come from environment variables
+or `--api-key-file`.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+
+EXIT_OK, EXIT_FAIL, EXIT_ENV, EXIT_PENDING = 0, 1, 2, 3
+DEFAULT_RULES_DIR = "detections"
+
+# Target kind -> module exposing `from_config(cfg) -> Target`.
+TARGET_MODULES = {"kibana": "deployer.targets.kibana", "opensearch": "deployer.targets.opensearch"}
+
+
+def _target_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Options shared by every command that talks to a target."""
+    options = [
+        click.option(
+            "--target", "target_name", metavar="NAME", help="Target defined under `targets:` in dac.yaml."
+        ),
+        click.option("--kibana-url", metavar="URL", help="Kibana base URL (or KIBANA_URL)."),
+        click.option("--opensearch-url", metavar="URL", help="OpenSearch base URL (or OPENSEARCH_URL)."),
+        click.option(
+            "--space", metavar="SPACE", help="Kibana space id (or KIBANA_SPACE); default space if omitted."
+        ),
+        click.option(
+            "--api-key-file",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="Read the API key from this file instead of the KIBANA_API_KEY variable.",
+        ),
+        click.option(
+            "--ca-cert",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="PEM file with the CA that signed the server certificate.",
+        ),
+        click.option(
+            "--insecure",
+            is_flag=True,
+            default=None,
+            help="Do not verify TLS certificates (never in production).",
+        ),
+        click.option("--timeout", type=float, help="Seconds to wait for each response (default 30)."),
+        click.option(
+            "--config",
+            "config_path",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="Configuration file (default: the nearest dac.yaml).",
+        ),
+        click.option("-v", "--verbose", is_flag=True, help="Log each request and retry to stderr."),
+    ]
+    for opt in reversed(options):
+        f = opt(f)
+    return f
+
+
+def _format_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(["text", "json"]),
+        default="text",
+        show_default=True,
+        help="Human text, or one JSON document for machines (no progress output).",
+    )(f)
+
+
+def _fail(message: str, code: int = EXIT_ENV, hint: str | None = None) -> None:
+    click.echo(f"error: {message}", err=True)
+    if hint:
+        click.echo(f"hint: {hint}", err=True)
+    sys.exit(code)
+
+
+def _handle_target_errors(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn whole-target failures into one clear message and exit code 2, never a traceback."""
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from deployer.targets.base import TargetError
+
+        try:
+            return f(*args, **kwargs)
+        except TargetError as e:
+            _fail(e.message, EXIT_ENV, e.hint)
+
+    return wrapper
+
+
+def _setup_logging(verbose: bool) -> None:
+    log = logging.getLogger("dac")
+    if verbose and not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.DEBUG)
+
+
+def _resolve(
+    target_name: str | None,
+    kibana_url: str | None,
+    opensearch_url: str | None,
+    space: str | None,
+    api_key_file: Path | None,
+    ca_cert: Path | None,
+    insecure: bool | None,
+    timeout: float | None,
+    config_path: Path | None,
+) -> Any:
+    from deployer.targets.config import resolve_target
+
+    if kibana_url and opensearch_url:
+        raise click.UsageError("pass either --kibana-url or --opensearch-url, not both")
+    kind = "opensearch" if opensearch_url else ("kibana" if kibana_url else None)
+    cfg = resolve_target(
+        target_name,
+        kind=kind,
+        url=kibana_url or opensearch_url,
+        space=space,
+        api_key_file=str(api_key_file) if api_key_file else None,
+        ca_cert=str(ca_cert) if ca_cert else None,
+        insecure=insecure,
+        timeout=timeout,
+        config_path=config_path,
+    )
+    if cfg.insecure:
+        click.echo(f"warning: TLS verification is off for {cfg.name}", err=True)
+    return cfg
+
+
+def make_target(cfg: Any) -> Any:
+    """Return the Target for a resolved config, dispatching on its kind."""
+    from deployer.targets.base import TargetError
+
+    module_name = TARGET_MODULES.get(cfg.kind)
+    if module_name is None:
+        raise TargetError(f"unknown target kind {cfg.kind!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise TargetError(f"the {cfg.kind} target is not available in this installation ({e})") from None
+    return module.from_config(cfg)
+
+
+def _rule_paths(paths: Sequence[Path], root: Path) -> list[Path]:
+    if paths:
+        return list(paths)
+    for candidate in (Path(DEFAULT_RULES_DIR), root / DEFAULT_RULES_DIR):
+        if candidate.is_dir():
+            return [candidate]
+    raise click.UsageError(f"no {DEFAULT_RULES_DIR}/ directory here; pass the rule files or directories")
+
+
+def _load_rules(
+    paths: list[Path], cfg: Any, *, full_validation: bool, config_path: Path | None
+) -> tuple[list[Any], list[Any]]:
+    """Load the rules (and with `full_validation`, run every validation check); returns (rules, findings)."""
+    from deployer.rules.findings import ERROR, Finding
+    from deployer.rules.loader import load_rule_files
+
+    loaded = load_rule_files(paths)
+    findings = list(loaded.findings)
+    if full_validation:
+        try:
+            validate_mod = importlib.import_module("deployer.rules.validate")
+        except ImportError:
+            validate_mod = None
+        if validate_mod is not None and hasattr(validate_mod, "validate"):
+            from deployer.config import load_config
+
+            findings = list(validate_mod.validate(paths, load_config(config_path)))
+    seen: dict[str, Any] = {}
+    for rule in loaded.rules:
+        if not rule.rule_id:
+            findings.append(Finding(str(rule.path), 1, 1, None, "schema", ERROR, "rule_id is missing", None))
+            continue
+        if rule.rule_id in seen and not any(f.code == "duplicate" for f in findings):
+            line, col = rule.position("rule_id")
+            findings.append(
+                Finding(
+                    str(rule.path),
+                    line,
+                    col,
+                    rule.rule_id,
+                    "duplicate",
+                    ERROR,
+                    f"rule_id also used by {seen[rule.rule_id].path}",
+                    "every rule needs its own rule_id",
+                )
+            )
+        seen[rule.rule_id] = rule
+    from deployer.targets.config import select_rules
+
+    return select_rules(cfg, [r for r in loaded.rules if r.rule_id]), findings
+
+
+def _errors(findings: list[Any]) -> list[Any]:
+    from deployer.rules.findings import ERROR
+
+    return [f for f in findings if f.severity == ERROR]
+
+
+def _report_findings(findings: list[Any], fmt: str) -> None:
+    from deployer.rules.findings import format_findings
+
+    if findings and fmt == "text":
+        click.echo(format_findings(findings, "text"), err=True)
+
+
+def _compute_plan(target: Any, rules: list[Any], *, prune: bool, adopt: bool) -> Any:
+    from deployer.targets.plan import build_plan
+
+    desired = target.desired(rules)
+    current = target.read_current(list(desired))
+    return build_plan(
+        desired,
+        current,
+        owned=target.owned,
+        prune=prune,
+        adopt=adopt,
+        ignore=target.compare_ignore,
+        target=target.describe(),
+    )
+
+
+@contextmanager
+def _progress(total: int, enabled: bool, label: str) -> Iterator[Callable[[int], None] | None]:
+    """Yield a callback that advances a rich progress bar on stderr, or None when not on a terminal."""
+    if not enabled or total == 0:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n: bar.update(task, advance=n)
+
+
+@click.command("plan")
+@click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@_target_options
+@click.option(
+    "--prune", is_flag=True, help="Show owned rules that are no longer in the repository as deletions."
+)
+@click.option("--adopt", is_flag=True, help="Take over rules with the same rule_id that dac does not own.")
+@_format_option
+@_handle_target_errors
+def plan(
+    paths: tuple[Path, ...],
+    target_name: str | None,
+    kibana_url: str | None,
+    opensearch_url: str | None,
+    space: str | None,
+    api_key_file: Path | None,
+    ca_cert: Path | None,
+    insecure: bool | None,
+    timeout: float | None,
+    config_path: Path | None,
+    verbose: bool,
+    prune: bool,
+    adopt: bool,
+    fmt: str,
+) -> None:
+    """Show what `dac deploy` would change in the target (exit 0 none, 3 pending, 1 error)."""
+    _setup_logging(verbose)
+    cfg = _resolve(
+        target_name, kibana_url, opensearch_url, space, api_key_file, ca_cert, insecure, timeout, config_path
+    )
+    rules, findings = _load_rules(
+        _rule_paths(paths, cfg.root), cfg, full_validation=False, config_path=config_path
+    )
+    _report_findings(findings, fmt)
+    if _errors(findings):
+        _fail("rule files have errors; fix them before planning", EXIT_FAIL)
+    target = make_target(cfg)
+    try:
+        the_plan = _compute_plan(target, rules, prune=prune, adopt=adopt)
+    finally:
+        target.close()
+    if fmt == "json":
+        click.echo(the_plan.render_json())
+    else:
+        click.echo(the_plan.render_text())
+    if the_plan.conflicts:
+        sys.exit(EXIT_FAIL)
+    sys.exit(EXIT_PENDING if the_plan.has_changes else EXIT_OK)
+
+
+@click.command("deploy")
+@click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@_target_options
+@click.option("--prune", is_flag=True, help="Delete owned rules that are no longer in the repository.")
+@click.option("--adopt", is_flag=True, help="Take over rules with the same rule_id that dac does not own.")
+@click.option("--dry-run", is_flag=True, help="Validate and plan, write nothing.")
+@_format_option
+@_handle_target_errors
+def deploy(
+    paths: tuple[Path, ...],
+    target_name: str | None,
+    kibana_url: str | None,
+    opensearch_url: str | None,
+    space: str | None,
+    api_key_file: Path | None,
+    ca_cert: Path | None,
+    insecure: bool | None,
+    timeout: float | None,
+    config_path: Path | None,
+    verbose: bool,
+    prune: bool,
+    adopt: bool,
+    dry_run: bool,
+    fmt: str,
+) -> None:
+    """Validate every rule, then write only what changed to the target (exit 1 if any rule failed)."""
+    _setup_logging(verbose)
+    cfg = _resolve(
+        target_name, kibana_url, opensearch_url, space, api_key_file, ca_cert, insecure, timeout, config_path
+    )
+    rules, findings = _load_rules(
+        _rule_paths(paths, cfg.root), cfg, full_validation=True, config_path=config_path
+    )
+    errors = _errors(findings)
+    if errors:
+        if fmt == "json":
+            from deployer.rules.findings import sort_key
+
+            click.echo(
+                json.dumps(
+                    {"deployed": False, "findings": [f.to_dict() for f in sorted(findings, key=sort_key)]},
+                    indent=2,
+                )
+            )
+        else:
+            _report_findings(findings, fmt)
+        _fail(f"{len(errors)} error(s) in the rule files; nothing was deployed", EXIT_FAIL)
+    _report_findings(findings, fmt)  # warnings only
+    target = make_target(cfg)
+    try:
+        the_plan = _compute_plan(target, rules, prune=prune, adopt=adopt)
+        if fmt == "text":
+            click.echo(the_plan.render_text())
+        if the_plan.conflicts:
+            if fmt == "json":
+                click.echo(
+                    json.dumps({"deployed": False, "plan": the_plan.to_dict(), "results": []}, indent=2)
+                )
+            _fail(
+                f"{len(the_plan.conflicts)} rule(s) exist in the target but are not managed by dac; nothing was deployed",
+                EXIT_FAIL,
+                "pass --adopt to take them over, or change their rule_id in the repository",
+            )
+        results: list[Any] = []
+        if not dry_run and the_plan.has_changes:
+            total = sum(1 for _ in the_plan.writes)
+            with _progress(total, fmt == "text" and sys.stderr.isatty(), "deploying") as advance:
+                results = target.apply(the_plan, advance)
+    finally:
+        target.close()
+    failed = [r for r in results if not r.ok]
+    if fmt == "json":
+        click.echo(
+            json.dumps(
+                {
+                    "deployed": not dry_run,
+                    "dry_run": dry_run,
+                    "plan": the_plan.to_dict(),
+                    "results": [r.to_dict() for r in results],
+                    "summary": {"ok": len(results) - len(failed), "failed": len(failed)},
+                },
+                indent=2,
+            )
+        )
+    else:
+        if dry_run:
+            click.echo("Dry run: nothing was written.")
+        elif not the_plan.has_changes:
+            click.echo("Nothing to deploy.")
+        else:
+            # Every rule is listed on small deploys; on large ones only failures, to stay readable.
+            for r in results if len(results) <= 50 else failed:
+                status = "ok    " if r.ok else "FAILED"
+                tail = f": {r.message}" if r.message else ""
+                click.echo(f"  {status} {r.action:<7} {r.rule_id}{tail}")
+            click.echo(f"Deployed: {len(results) - len(failed)} ok, {len(failed)} failed.")
+    sys.exit(EXIT_FAIL if failed else EXIT_OK)
+
+
+@click.command("export")
+@_target_options
+@click.option(
+    "--owned/--all",
+    "owned_only",
+    default=True,
+    show_default=True,
+    help="Only rules dac manages, or every rule in the space.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write one YAML file per rule here (default: print to stdout).",
+)
+@_handle_target_errors
+def export(
+    target_name: str | None,
+    kibana_url: str | None,
+    opensearch_url: str | None,
+    space: str | None,
+    api_key_file: Path | None,
+    ca_cert: Path | None,
+    insecure: bool | None,
+    timeout: float | None,
+    config_path: Path | None,
+    verbose: bool,
+    owned_only: bool,
+    out_dir: Path | None,
+) -> None:
+    """Export rules from a Kibana space as rule files."""
+    from deployer.targets.kibana import client_from_config, export_documents
+
+    _setup_logging(verbose)
+    if opensearch_url:
+        raise click.UsageError("export reads Kibana rules; pass --kibana-url or a kibana --target")
+    cfg = _resolve(
+        target_name, kibana_url, None, space, api_key_file, ca_cert, insecure, timeout, config_path
+    )
+    if cfg.kind != "kibana":
+        raise click.UsageError(f"target {cfg.name} is {cfg.kind}; export reads Kibana rules")
+    client = client_from_config(cfg)
+    try:
+        docs = export_documents(client, owned_only=owned_only)
+    finally:
+        client.close()
+    _emit_documents(docs, out_dir, cfg.root)
+
+
+@click.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write one YAML file per rule here (default: print to stdout).",
+)
+def import_(file: Path, out_dir: Path | None) -> None:
+    """Convert a Kibana rules export (.ndjson) into rule files, offline."""
+    from deployer.targets.config import load_targets
+    from deployer.targets.kibana_rules import parse_ndjson, to_rule_document
+
+    try:
+        rules = parse_ndjson(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as e:
+        _fail(f"cannot read {file}: {e}", EXIT_ENV)
+    except ValueError as e:
+        _fail(f"{file}: {e}", EXIT_FAIL)
+    if not rules:
+        _fail(f"{file}: no rules found (expected a Kibana rules export in ndjson)", EXIT_FAIL)
+    try:
+        _, _, root = load_targets(None)
+    except Exception:  # a broken dac.yaml must not stop an offline conversion
+        root = Path.cwd()
+    _emit_documents([to_rule_document(r) for r in rules], out_dir, root)
+
+
+def _emit_documents(docs: list[dict[str, Any]], out_dir: Path | None, root: Path) -> None:
+    from deployer.targets.kibana_rules import dump_rule_yaml, write_rule_files
+
+    incomplete = [d.get("rule_id") for d in docs if not (d.get("metadata") or {}).get("platforms")]
+    if out_dir is None:
+        click.echo("---\n".join(dump_rule_yaml(d) for d in docs), nl=False)
+    else:
+        written = write_rule_files(docs, out_dir, schema=root / "schemas" / "rule.schema.json")
+        click.echo(f"Wrote {len(written)} rule file(s) to {out_dir}", err=True)
+    if incomplete:
+        click.echo(
+            f"note: {len(incomplete)} rule(s) have no metadata.platforms (not stored in Kibana for rules "
+            "dac did not deploy); fill it in before `dac validate`",
+            err=True,
+        )
