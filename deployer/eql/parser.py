@@ -1,0 +1,844 @@
+"""Elasticsearch EQL parser: query text → ``ast.Query``.
+
+The grammar (``grammar.lark``) is parsed with lark's LALR(1) parser. Tokens come from the
+tokenizer below, which follows Elasticsearch's lexical rules (EqlBase.g4) exactly and also
+rejects, at the offending token, the constructs Elasticsearch recognises only to refuse them
+(``join``, lineage ``of``, array indexes, unknown pipes, single-quoted and ``?"..."`` strings).
+Semantic rules Elasticsearch applies right after parsing (maxspan units, ``runs`` bounds, join key
+counts, function names, field-to-field comparisons) are checked while the AST is built.
+"""
+
+from __future__ import annotations
+
+import bisect
+import difflib
+import re
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, NoReturn
+
+from lark import Lark, Token, Transformer
+from lark.exceptions import UnexpectedInput, UnexpectedToken, VisitError
+from lark.lexer import Lexer
+
+from . import ast
+from .errors import EqlSyntaxError
+
+__all__ = ["parse", "FUNCTIONS", "KEYWORDS"]
+
+KEYWORDS: dict[str, str] = {
+    "and": "AND", "any": "ANY", "by": "BY", "false": "FALSE", "in": "IN", "in~": "IN_INSENSITIVE",
+    "join": "JOIN", "like": "LIKE", "like~": "LIKE_INSENSITIVE", "maxspan": "MAXSPAN", "not": "NOT",
+    "null": "NULL", "of": "OF", "or": "OR", "regex": "REGEX", "regex~": "REGEX_INSENSITIVE",
+    "sample": "SAMPLE", "sequence": "SEQUENCE", "true": "TRUE", "until": "UNTIL", "where": "WHERE",
+    "with": "WITH",
+}
+
+# Elasticsearch's EQL function registry: lower-case name → (canonical name, min args, max args
+# or None for varargs, accepts the case-insensitive `~` variant).
+FUNCTIONS: dict[str, tuple[str, int, int | None, bool]] = {
+    "add": ("add", 2, 2, False),
+    "between": ("between", 3, 4, True),
+    "cidrmatch": ("cidrMatch", 2, None, False),
+    "concat": ("concat", 1, None, False),
+    "divide": ("divide", 2, 2, False),
+    "endswith": ("endsWith", 2, 2, True),
+    "indexof": ("indexOf", 2, 3, True),
+    "length": ("length", 1, 1, False),
+    "modulo": ("modulo", 2, 2, False),
+    "multiply": ("multiply", 2, 2, False),
+    "number": ("number", 1, 2, False),
+    "startswith": ("startsWith", 2, 2, True),
+    "string": ("string", 1, 1, False),
+    "stringcontains": ("stringContains", 2, 2, True),
+    "substring": ("substring", 2, 3, False),
+    "subtract": ("subtract", 2, 2, False),
+}
+
+_SUPPORTED_PIPES = ("head", "tail")
+# Pipes Elasticsearch recognises by name but refuses to run (Endgame EQL had them).
+_KNOWN_PIPES = ("count", "filter", "head", "sort", "tail", "unique", "unique_count")
+_LINEAGE = ("child", "descendant", "event")
+_MAX_RUNS = 100
+_LONG_MAX = 2**63 - 1
+
+# ---------------------------------------------------------------------------- tokenizer
+
+# One alternation, tried left to right; alternatives are ordered so that the first match is the
+# longest one ANTLR would pick (raw strings before strings, `<=` before `<`, ...).
+_TOKEN_RE = re.compile(
+    r"""
+    (?P<WS>[ \t\r\n]+)
+  | (?P<LINE_COMMENT>//[^\r\n]*)
+  | (?P<BLOCK_COMMENT>/\*)
+  | (?P<RAW_STRING>"{3}[^\r\n]*?"{3}"?"?)
+  | (?P<STRING>"(?:\\.|[^"\\\r\n])*")
+  | (?P<LEGACY_STRING>'(?:\\.|[^'\\\r\n])*'|\?"(?:\\"|[^"\r\n])*"|\?'(?:\\'|[^'\r\n])*')
+  | (?P<QUOTED_IDENTIFIER>`(?:[^`]|``)*`)
+  | (?P<TILDE_NAME>[A-Za-z][A-Za-z0-9_]*~)
+  | (?P<NAME>[A-Za-z_@][A-Za-z0-9_]*)
+  | (?P<DECIMAL_VALUE>\d+\.\d*(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?|\d+[eE][+-]?\d+)
+  | (?P<INTEGER_VALUE>\d+)
+  | (?P<OP>==|!=|!\[|<=|>=|[<>=:+\-*/%.,\[\]()|?])
+    """,
+    re.VERBOSE,
+)
+
+# `[` followed by an integer after a name is an array index (`field[0]`), never a sequence step.
+_INDEX_RE = re.compile(r"[ \t\r\n]*\d")
+
+_OPS = {
+    "==": "EQ", "!=": "NEQ", "![": "MISSING_OPEN", "<=": "LTE", ">=": "GTE", "<": "LT", ">": "GT",
+    "=": "ASGN", ":": "SEQ", "+": "PLUS", "-": "MINUS", "*": "ASTERISK", "/": "SLASH",
+    "%": "PERCENT", ".": "DOT", ",": "COMMA", "[": "LB", "]": "RB", "(": "LP", ")": "RP",
+    "|": "PIPE", "?": "QUESTION",
+}
+
+_CHAR_HINTS = {
+    "&": "use `and` to combine conditions",
+    "!": "use `not` to negate, or `!=` to compare",
+    "'": "use double quotes for strings",
+    "~": "`~` belongs right after a function name or operator, e.g. `startsWith~(...)`, `like~`",
+    '"': "strings must end on the line they start; use \\n for a newline",
+}
+
+
+class _Positions:
+    """Maps character offsets to 1-based (line, column)."""
+
+    __slots__ = ("starts",)
+
+    def __init__(self, text: str) -> None:
+        self.starts = [0]
+        if "\n" in text:
+            self.starts.extend(m.end() for m in re.finditer("\n", text))
+
+    def at(self, pos: int) -> tuple[int, int]:
+        index = bisect.bisect_right(self.starts, pos) - 1
+        return index + 1, pos - self.starts[index] + 1
+
+
+def _error(message: str, line: int, column: int, hint: str | None = None) -> NoReturn:
+    raise EqlSyntaxError(message, line, column, hint)
+
+
+def _skip_block_comment(text: str, start: int, where: _Positions) -> int:
+    """Return the offset after the (nestable) block comment opening at ``start``."""
+    depth = 0
+    pos = start
+    while True:
+        opening = text.find("/*", pos)
+        closing = text.find("*/", pos)
+        if closing < 0:
+            _error("unterminated comment", *where.at(start), hint="close it with `*/`")
+        if 0 <= opening < closing:
+            depth += 1
+            pos = opening + 2
+        else:
+            depth -= 1
+            pos = closing + 2
+            if depth == 0:
+                return pos
+
+
+def _tokens(text: str) -> Iterator[Token]:
+    """Yield lark tokens for ``text``, raising EqlSyntaxError on what Elasticsearch rejects."""
+    where = _Positions(text)
+    pos = 0
+    end = len(text)
+    match = _TOKEN_RE.match
+    # The previous significant token: a few rejections need a little context.
+    prev: Token | None = None
+    first = True
+    while pos < end:
+        m = match(text, pos)
+        if m is None:
+            line, column = where.at(pos)
+            char = text[pos]
+            hint = _CHAR_HINTS.get(char)
+            if char == '"':
+                _error("unterminated string", line, column, hint)
+            _error(f"unexpected character {char!r}", line, column, hint)
+        kind = m.lastgroup
+        value = m.group()
+        start = pos
+        pos = m.end()
+        if kind == "WS" or kind == "LINE_COMMENT":
+            continue
+        if kind == "BLOCK_COMMENT":
+            pos = _skip_block_comment(text, start, where)
+            continue
+        line, column = where.at(start)
+        if kind == "NAME":
+            kind = KEYWORDS.get(value, "IDENTIFIER")
+        elif kind == "TILDE_NAME":
+            kind = KEYWORDS.get(value, "TILDE_IDENTIFIER")
+        elif kind == "RAW_STRING":
+            kind = "STRING"
+        elif kind == "OP":
+            kind = _OPS[value]
+        elif kind == "LEGACY_STRING":
+            if value.startswith("?"):
+                _error(
+                    f"Use triple double quotes [\"\"\"] to define unescaped string literals, not [?{value[1]}]",
+                    line, column, hint=f'write """{value[2:-1]}"""',
+                )
+            _error(
+                "Use double quotes [\"] to define string literals, not single quotes [']",
+                line, column, hint=f'write "{value[1:-1]}"',
+            )
+        if kind == "QUOTED_IDENTIFIER" and "\n" in value:
+            end_line, end_column = where.at(pos)
+        else:
+            end_line, end_column = line, column + len(value)
+        token = Token(kind, value, start, line, column, end_line, end_column, pos)
+
+        # Rejections Elasticsearch makes as soon as it sees these tokens.
+        if kind == "JOIN" and first:
+            _error("join is not supported by Elasticsearch EQL", line, column,
+                   hint="use `sequence` (ordered) or `sample` (unordered) instead")
+        if kind == "OF" and prev is not None and prev.type == "IDENTIFIER":
+            _error(
+                "Process relationships are not supported",
+                prev.line or line, prev.column or column,
+                hint=f"`{prev.value} of [...]` (lineage) is Endgame EQL; join on process.entity_id "
+                "/ process.parent.entity_id with a `sequence by` instead",
+            )
+        if kind == "LB" and prev is not None and prev.type in ("IDENTIFIER", "QUOTED_IDENTIFIER"):
+            index = _INDEX_RE.match(text, pos)
+            if index is not None:
+                _error("Array indexes are not supported", *where.at(index.end() - 1),
+                       hint="array fields match when any element matches; compare the field directly")
+        if kind == "IDENTIFIER" and prev is not None and prev.type == "PIPE":
+            _check_pipe_name(token)
+
+        first = False
+        prev = token
+        yield token
+
+
+def _check_pipe_name(token: Token) -> None:
+    name = token.value
+    if name in _SUPPORTED_PIPES:
+        return
+    if name in _KNOWN_PIPES:
+        _error(f"Pipe [{name}] is not supported", token.line, token.column,
+               hint="Elasticsearch EQL runs only `| head N` and `| tail N`")
+    similar = difflib.get_close_matches(name, _KNOWN_PIPES, n=3, cutoff=0.6)
+    message = f"Unrecognized pipe [{name}]"
+    if similar:
+        message += f", did you mean {similar[0] if len(similar) == 1 else 'any of ' + str(similar)}?"
+    _error(message, token.line, token.column, hint="the supported pipes are `head N` and `tail N`")
+
+
+class _EqlLexer(Lexer):
+    """Adapter that feeds ``_tokens`` to lark's LALR parser."""
+
+    def __init__(self, lexer_conf: Any) -> None:
+        pass
+
+    def lex(self, text: str) -> Iterator[Token]:  # type: ignore[override]
+        return _tokens(text)
+
+
+# ---------------------------------------------------------------------------- AST building
+
+
+def _span(children: list[Any]) -> dict[str, int]:
+    """Source span of a rule: from its first child's start to its last child's end."""
+    first = children[0]
+    last = children[-1]
+    return {"line": first.line, "column": first.column, "end_line": last.end_line,
+            "end_column": last.end_column}
+
+
+def _start(children: list[Any]) -> tuple[int, int]:
+    return children[0].line, children[0].column
+
+
+def _tspan(token: Token) -> dict[str, int]:
+    return {"line": token.line, "column": token.column, "end_line": token.end_line,
+            "end_column": token.end_column}
+
+
+def _nspan(node: ast.Node) -> dict[str, int]:
+    return {"line": node.line, "column": node.column, "end_line": node.end_line,
+            "end_column": node.end_column}
+
+
+def _join_span(first: ast.Node | Token, last: ast.Node | Token) -> dict[str, int]:
+    return {"line": first.line, "column": first.column, "end_line": last.end_line,  # type: ignore[union-attr]
+            "end_column": last.end_column}  # type: ignore[union-attr]
+
+
+_ESCAPES = {"t": "\t", "b": "\b", "f": "\f", "n": "\n", "r": "\r", '"': '"', "'": "'", "\\": "\\"}
+_UNICODE_RE = re.compile(r"u\{([0-9A-Fa-f]*)\}")
+
+
+def _decode_string(token: Token) -> ast.StringLiteral:
+    value = token.value
+    span = _tspan(token)
+    if value.startswith('"""'):
+        return ast.StringLiteral(value[3:-3], raw=True, **span)
+    body = value[1:-1]
+    if "\\" not in body:
+        return ast.StringLiteral(body, **span)
+    out: list[str] = []
+    i = 0
+    n = len(body)
+    while i < n:
+        char = body[i]
+        if char != "\\":
+            out.append(char)
+            i += 1
+            continue
+        nxt = body[i + 1]  # the tokenizer guarantees a character after a backslash
+        column = token.column + 1 + i
+        if nxt in _ESCAPES:
+            out.append(_ESCAPES[nxt])
+            i += 2
+            continue
+        if nxt == "u":
+            m = _UNICODE_RE.match(body, i + 1)
+            if m is None:
+                _error("invalid unicode escape", token.line, column, hint="write \\u{XXXX} with 2 to 8 hex digits")
+            digits = m.group(1)
+            if not 2 <= len(digits) <= 8:
+                _error(f"Unicode sequence should use [2-8] hex digits, [\\u{{{digits}}}] has [{len(digits)}]",
+                       token.line, column)
+            code = int(digits, 16)
+            if 0xD800 <= code <= 0xDFFF:
+                _error(f"Invalid unicode character code, [{digits}] is a surrogate code", token.line, column)
+            if code > 0x10FFFF:
+                _error(f"Invalid unicode character code [{digits}]", token.line, column)
+            out.append(chr(code))
+            i = m.end()
+            continue
+        _error(
+            f"invalid escape sequence [\\{nxt}] in string",
+            token.line, column,
+            hint='escapes are \\n \\r \\t \\b \\f \\" \\\' \\\\ and \\u{XXXX}; write \\\\ for a backslash '
+            'or use a raw string """..."""',
+        )
+    return ast.StringLiteral("".join(out), **span)
+
+
+def _number(token: Token) -> ast.NumberLiteral:
+    span = _tspan(token)
+    if token.type == "INTEGER_VALUE":
+        value = int(token.value)
+        # Elasticsearch quietly reads integers too large for a long as doubles.
+        return ast.NumberLiteral(value if value <= _LONG_MAX else float(value), **span)
+    number = float(token.value)
+    if number in (float("inf"), float("-inf")):
+        _error(f"Number [{token.value}] is too large", token.line, token.column)
+    return ast.NumberLiteral(number, **span)
+
+
+def _has_field(node: ast.Node, *, optional_too: bool = False) -> ast.Field | None:
+    """First field reference under ``node`` (non-optional ones only unless ``optional_too``)."""
+    for item in ast.walk(node):
+        if isinstance(item, ast.Field) and (optional_too or not item.optional):
+            return item
+    return None
+
+
+class _Keys:
+    """Join keys of a ``by`` clause, with the clause span for error messages."""
+
+    __slots__ = ("fields", "line", "column", "end_line", "end_column")
+
+    def __init__(self, fields: tuple[ast.Field, ...], children: list[Any]) -> None:
+        self.fields = fields
+        span = _span(children)
+        self.line = span["line"]
+        self.column = span["column"]
+        self.end_line = span["end_line"]
+        self.end_column = span["end_column"]
+
+
+class _Pred:
+    """A predicate (`in (...)`, `: "x"`, `like (...)`) waiting for its left-hand side."""
+
+    __slots__ = ("op", "values", "is_list", "end_line", "end_column")
+
+    def __init__(self, op: str, values: tuple[ast.Expr, ...], is_list: bool, end: Any) -> None:
+        self.op = op
+        self.values = values
+        self.is_list = is_list
+        self.end_line = end.end_line
+        self.end_column = end.end_column
+
+
+class _Subquery:
+    __slots__ = ("query", "missing", "token", "end_line", "end_column")
+
+    def __init__(self, query: ast.EventQuery, missing: bool, token: Token, close: Token) -> None:
+        self.query = query
+        self.missing = missing
+        self.token = token
+        self.end_line = close.end_line
+        self.end_column = close.end_column
+
+    @property
+    def line(self) -> int:
+        return self.token.line  # type: ignore[return-value]
+
+    @property
+    def column(self) -> int:
+        return self.token.column  # type: ignore[return-value]
+
+
+class _Term:
+    """A built step plus what its parent rule must check (``with runs`` written, opening token)."""
+
+    __slots__ = ("step", "runs_given", "opening", "line", "column", "end_line", "end_column")
+
+    def __init__(self, step: ast.Step, runs_given: bool, opening: Token) -> None:
+        self.step = step
+        self.runs_given = runs_given
+        self.opening = opening
+        self.line, self.column = step.line, step.column
+        self.end_line, self.end_column = step.end_line, step.end_column
+
+
+class _Until:
+    __slots__ = ("term", "line", "column", "end_line", "end_column")
+
+    def __init__(self, token: Token, term: _Term) -> None:
+        self.term = term
+        self.line, self.column = token.line, token.column
+        self.end_line, self.end_column = term.end_line, term.end_column
+
+
+class _Builder(Transformer):
+    """Builds ``ast`` nodes bottom-up while lark reduces (no parse tree is materialised)."""
+
+    # ---- statement
+
+    def start(self, children: list[Any]) -> ast.Query:
+        body, *pipes = children
+        return ast.Query(body, tuple(pipes), **_span(children))
+
+    def pipe(self, children: list[Any]) -> ast.Pipe:
+        name_token = children[1]
+        name = name_token.value
+        args = [c for c in children[2:] if not isinstance(c, Token)]
+        if len(args) != 1:
+            _error(f"Pipe [{name}] expects exactly one argument but found [{len(args)}]",
+                   *_start(children), hint=f"write `| {name} 10`")
+        arg = args[0]
+        if not (isinstance(arg, ast.NumberLiteral) and isinstance(arg.value, int) and arg.value >= 0):
+            _error(f"Pipe [{name}] expects a positive integer", arg.line, arg.column,
+                   hint=f"write `| {name} 10`")
+        return ast.Pipe(name, arg.value, **_span(children))  # type: ignore[arg-type]
+
+    # ---- queries
+
+    def event_filter(self, children: list[Any]) -> ast.EventQuery:
+        head, _where, condition = children
+        category = None if head.type == "ANY" else str(head)
+        return ast.EventQuery(category, condition, **_span(children))
+
+    def event_value(self, children: list[Any]) -> str:
+        (token,) = children
+        if token.type == "STRING":
+            return Token.new_borrow_pos("EVENT_VALUE", _decode_string(token).value, token)
+        return Token.new_borrow_pos("EVENT_VALUE", token.value, token)
+
+    def subquery(self, children: list[Any]) -> _Subquery:
+        opening, query, close = children
+        return _Subquery(query, opening.type == "MISSING_OPEN", opening, close)
+
+    def join_keys(self, children: list[Any]) -> _Keys:
+        keys: list[ast.Field] = []
+        for child in children[1:]:
+            if isinstance(child, Token):
+                continue
+            if not isinstance(child, ast.Field):
+                _error("Unsupported join key", child.line, child.column,
+                       hint="join keys must be field names (no functions or arithmetic)")
+            keys.append(child)
+        return _Keys(tuple(keys), children)
+
+    def term_params(self, children: list[Any]) -> Token:
+        _with, name, _asgn, number = children
+        if name.value != "runs":
+            _error(f"Unrecognized sequence term parameter [{name.value}]", name.line, name.column,
+                   hint="the only parameter of a sequence step is `with runs=N`")
+        if number.type != "INTEGER_VALUE":
+            _error(f"Decimal runs value [{number.value}] not supported; use a positive integer",
+                   number.line, number.column)
+        runs = int(number.value)
+        if not 1 <= runs <= _MAX_RUNS:
+            _error(f"A runs value between 1 and {_MAX_RUNS} is required; found [{runs}]",
+                   number.line, number.column)
+        return Token.new_borrow_pos("RUNS", str(runs), number)
+
+    def sequence_term(self, children: list[Any]) -> _Term:
+        sub: _Subquery = children[0]
+        keys: tuple[ast.Field, ...] = ()
+        runs = 1
+        runs_given = False
+        for child in children[1:]:
+            if isinstance(child, _Keys):
+                keys = child.fields
+            else:
+                runs = int(child)
+                runs_given = True
+        step = ast.Step(sub.query, keys, runs, sub.missing, **_span(children))
+        return _Term(step, runs_given, sub.token)
+
+    def until_clause(self, children: list[Any]) -> _Until:
+        return _Until(children[0], children[1])
+
+    def sequence_params(self, children: list[Any]) -> ast.MaxSpan:
+        return children[3]
+
+    def time_unit(self, children: list[Any]) -> ast.MaxSpan:
+        number = children[0]
+        unit = children[1] if len(children) > 1 else None
+        if number.type != "INTEGER_VALUE":
+            _error(f"Decimal time interval [{number.value}] not supported; please use an positive integer",
+                   number.line, number.column, hint="e.g. `maxspan=1500ms` instead of `maxspan=1.5s`")
+        amount = int(number.value)
+        if amount <= 0:
+            _error(f"A positive maxspan value is required; found [{amount}]", number.line, number.column)
+        if unit is None:
+            _error(f"No time unit specified, did you mean [s] as in [{amount}s]?", number.line, number.column,
+                   hint="units are ms, s, m, h, d")
+        if unit.value not in ast.TIME_UNITS_MS:
+            _error(
+                f"Unrecognized time unit [{unit.value}] in [{amount}{unit.value}], "
+                "please specify one of [ms, s, m, h, d]",
+                unit.line, unit.column,
+            )
+        text = f"{number.value}{unit.value}"
+        return ast.MaxSpan(text, amount, unit.value, amount * ast.TIME_UNITS_MS[unit.value], **_span(children))
+
+    def sequence(self, children: list[Any]) -> ast.Sequence:
+        keys: _Keys | None = None
+        maxspan: ast.MaxSpan | None = None
+        steps: list[ast.Step] = []
+        until: _Until | None = None
+        for child in children[1:]:
+            if isinstance(child, _Keys):
+                keys = child
+            elif isinstance(child, ast.MaxSpan):
+                maxspan = child
+            elif isinstance(child, _Term):
+                steps.append(child.step)
+            elif isinstance(child, _Until):
+                until = child
+        by = keys.fields if keys else ()
+        _check_key_counts(by, steps + ([until.term.step] if until else []))
+        expanded = sum(step.runs for step in steps)
+        if expanded < 2:
+            _error(f"A sequence requires a minimum of 2 queries, found [{expanded}]", *_start(children),
+                   hint="add a second `[...]` step, or use an event query")
+        missing = [step for step in steps if step.missing]
+        if missing:
+            if maxspan is None:
+                first = missing[0]
+                _error("Missing events (![...]) require `with maxspan`", first.line, first.column,
+                       hint="write `sequence with maxspan=1m` (by keys go before `with`)")
+            if len(missing) == len(steps):
+                _error("A sequence requires at least one positive (non-missing) step", *_start(children))
+        until_step = None
+        if until is not None:
+            until_step = until.term.step
+            if until_step.missing:
+                _error("`until` cannot be a missing event", until.term.opening.line, until.term.opening.column)
+            if until.term.runs_given:
+                _error("`until` does not take `with runs`", until_step.line, until_step.column)
+        return ast.Sequence(by, maxspan, tuple(steps), until_step, **_span(children))
+
+    def sequence_by_after_with(self, children: list[Any]) -> NoReturn:
+        keys = next(c for c in children if isinstance(c, _Keys))
+        _error("Please specify sequence [by] before [with] not after", keys.line, keys.column,
+               hint="write `sequence by <keys> with maxspan=...`")
+
+    def sample(self, children: list[Any]) -> ast.Sample:
+        keys: _Keys | None = None
+        steps: list[ast.Step] = []
+        for child in children[1:]:
+            if isinstance(child, _Keys):
+                keys = child
+            elif isinstance(child, _Term):
+                if child.step.missing:
+                    _error("Missing events (![...]) are not allowed in a sample", child.opening.line,
+                           child.opening.column)
+                if child.runs_given:
+                    _error("`with runs` is not allowed in a sample", child.step.line, child.step.column)
+                steps.append(child.step)
+        by = keys.fields if keys else ()
+        _check_key_counts(by, steps)
+        return ast.Sample(by, tuple(steps), **_span(children))
+
+    # ---- boolean expressions
+
+    def or_(self, children: list[Any]) -> ast.Or:
+        left, _op, right = children
+        operands = (left.operands if isinstance(left, ast.Or) else (left,)) + (right,)
+        return ast.Or(operands, **_span(children))
+
+    def and_(self, children: list[Any]) -> ast.And:
+        left, _op, right = children
+        operands = (left.operands if isinstance(left, ast.And) else (left,)) + (right,)
+        return ast.And(operands, **_span(children))
+
+    def not_(self, children: list[Any]) -> ast.Not:
+        return ast.Not(children[1], **_span(children))
+
+    def comparison_op(self, children: list[Any]) -> Token:
+        return children[0]
+
+    def comparison(self, children: list[Any]) -> ast.Comparison:
+        left, op, right = children
+        if _has_field(left) is not None:
+            offender = _has_field(right)
+            if offender is not None:
+                _field_comparison_error(offender, op.value)
+        return ast.Comparison(op.value, left, right, **_span(children))
+
+    # ---- arithmetic
+
+    def arithmetic(self, children: list[Any]) -> ast.Arithmetic:
+        left, op, right = children
+        return ast.Arithmetic(op.value, left, right, **_span(children))
+
+    def unary(self, children: list[Any]) -> ast.Expr:
+        op, operand = children
+        if op.type == "PLUS":
+            return operand  # Elasticsearch drops a unary plus
+        span = _span(children)
+        if isinstance(operand, ast.NumberLiteral):
+            return ast.NumberLiteral(-operand.value, **span)
+        return ast.Negate(operand, **span)
+
+    # ---- predicates
+
+    def in_predicate(self, children: list[Any]) -> _Pred:
+        negated = children[0].type == "NOT"
+        op_token = children[1] if negated else children[0]
+        values = tuple(c for c in children if not isinstance(c, Token))
+        for value in values:
+            offender = _has_field(value)
+            if offender is not None:
+                _field_comparison_error(offender, op_token.value)
+        op = ("not " if negated else "") + op_token.value
+        return _Pred(op, values, True, children[-1])
+
+    def pattern_op(self, children: list[Any]) -> Token:
+        return children[0]
+
+    def pattern_one(self, children: list[Any]) -> _Pred:
+        op, constant = children
+        return _Pred(op.value, (constant,), False, children[-1])
+
+    def pattern_list(self, children: list[Any]) -> _Pred:
+        op = children[0]
+        values = tuple(c for c in children[1:] if not isinstance(c, Token))
+        return _Pred(op.value, values, True, children[-1])
+
+    def predicated(self, children: list[Any]) -> ast.Expr:
+        expr, pred = children
+        span = {"line": expr.line, "column": expr.column, "end_line": pred.end_line,
+                "end_column": pred.end_column}
+        if pred.op in ast.IN_OPS:
+            return ast.InList(pred.op, expr, pred.values, **span)
+        return ast.PatternMatch(pred.op, expr, pred.values, pred.is_list, **span)  # type: ignore[arg-type]
+
+    # ---- primaries
+
+    def paren(self, children: list[Any]) -> ast.Expr:
+        return children[1]
+
+    def function_call(self, children: list[Any]) -> ast.FunctionCall:
+        name_token = children[0]
+        args = tuple(c for c in children[1:] if not isinstance(c, Token))
+        written = name_token.value
+        insensitive = written.endswith("~")
+        bare = written[:-1] if insensitive else written
+        entry = FUNCTIONS.get(bare.lower())
+        if entry is None:
+            similar = difflib.get_close_matches(bare.lower(), list(FUNCTIONS), n=1, cutoff=0.6)
+            hint = f"did you mean {FUNCTIONS[similar[0]][0]}?" if similar else \
+                "see the Elasticsearch EQL function reference"
+            _error(f"Unknown function [{bare}]", name_token.line, name_token.column, hint=hint)
+        canonical, least, most, case_aware = entry
+        if insensitive and not case_aware:
+            _error(f"Function [{canonical}] has no case-insensitive [~] variant", name_token.line,
+                   name_token.column, hint="only between~, endsWith~, indexOf~, startsWith~ and stringContains~ exist")
+        if len(args) < least or (most is not None and len(args) > most):
+            expected = str(least) if least == most else (f"{least} or more" if most is None else f"{least} to {most}")
+            _error(f"Function [{canonical}] expects {expected} arguments, found [{len(args)}]",
+                   name_token.line, name_token.column)
+        return ast.FunctionCall(canonical, args, insensitive, **_span(children))
+
+    def qualified_name(self, children: list[Any]) -> ast.Field:
+        optional = isinstance(children[0], Token) and children[0].type == "QUESTION"
+        path = tuple(str(c) for c in children if c.type == "NAME_PART")
+        return ast.Field(path, optional, **_span(children))
+
+    def name_part(self, children: list[Any]) -> Token:
+        (token,) = children
+        name = token.value
+        if token.type == "QUOTED_IDENTIFIER":
+            name = name[1:-1].replace("``", "`")
+            if not name:
+                _error("empty quoted field name", token.line, token.column)
+        return Token.new_borrow_pos("NAME_PART", name, token)
+
+    def constant(self, children: list[Any]) -> ast.Literal:
+        (item,) = children
+        kind = item.type
+        if kind in ("INTEGER_VALUE", "DECIMAL_VALUE"):
+            return _number(item)
+        span = _tspan(item)
+        if kind == "STRING":
+            return _decode_string(item)
+        if kind == "NULL":
+            return ast.NullLiteral(**span)
+        return ast.BooleanLiteral(kind == "TRUE", **span)
+
+    def number(self, children: list[Any]) -> Token:
+        # The token itself: maxspan and runs must tell integers from decimals.
+        return children[0]
+
+
+def _check_key_counts(by: tuple[ast.Field, ...], steps: list[ast.Step]) -> None:
+    expected: int | None = None
+    for step in steps:
+        if expected is None:
+            expected = len(step.by)
+        elif len(step.by) != expected:
+            _error(
+                f"Inconsistent number of join keys specified; expected [{expected}] but found [{len(step.by)}]",
+                step.line, step.column,
+                hint="every step (and `until`) needs the same number of `by` keys",
+            )
+
+
+def _field_comparison_error(offender: ast.Field, op: str) -> NoReturn:
+    _error(
+        f"Comparisons against fields are not supported; offender [{offender.name}] in [{op}]",
+        offender.line, offender.column,
+        hint="Elasticsearch EQL compares a field only with constants",
+    )
+
+
+# ---------------------------------------------------------------------------- entry point
+
+_TERMINAL_NAMES: dict[str, str] = {
+    **{kind: f"`{word}`" for word, kind in KEYWORDS.items()},
+    **{kind: f"`{op}`" for op, kind in _OPS.items()},
+    "STRING": "a string",
+    "INTEGER_VALUE": "an integer",
+    "DECIMAL_VALUE": "a number",
+    "IDENTIFIER": "a name",
+    "QUOTED_IDENTIFIER": "a `quoted` name",
+    "TILDE_IDENTIFIER": "a function~ name",
+    "$END": "end of query",
+}
+
+_parser: Lark | None = None
+_parser_lock = threading.Lock()
+
+
+def _get_parser() -> Lark:
+    global _parser
+    if _parser is None:
+        with _parser_lock:
+            if _parser is None:
+                grammar = (Path(__file__).with_name("grammar.lark")).read_text(encoding="utf-8")
+                _parser = Lark(
+                    grammar,
+                    parser="lalr",
+                    lexer=_EqlLexer,
+                    maybe_placeholders=False,
+                    transformer=_Builder(),
+                )
+    return _parser
+
+
+def parse(text: str) -> ast.Query:
+    """Parse Elasticsearch EQL ``text`` into an ``ast.Query`` or raise EqlSyntaxError."""
+    if not isinstance(text, str):
+        raise TypeError(f"EQL query must be a str, not {type(text).__name__}")
+    try:
+        return _get_parser().parse(text)  # type: ignore[return-value]
+    except EqlSyntaxError:
+        raise
+    except VisitError as exc:  # an exception raised inside a builder callback
+        if isinstance(exc.orig_exc, EqlSyntaxError):
+            raise exc.orig_exc from None
+        raise
+    except UnexpectedToken as exc:
+        raise _unexpected_token(text, exc) from None
+    except UnexpectedInput as exc:  # pragma: no cover - the tokenizer reports bad characters itself
+        raise EqlSyntaxError(str(exc).splitlines()[0], exc.line or 1, exc.column or 1) from None
+
+
+def _describe(token: Token) -> str:
+    if token.type == "$END":
+        return "end of query"
+    if token.type in ("IDENTIFIER", "TILDE_IDENTIFIER", "QUOTED_IDENTIFIER"):
+        return f"name `{token.value}`"
+    if token.type == "STRING":
+        return f"string {token.value}"
+    if token.type in ("INTEGER_VALUE", "DECIMAL_VALUE"):
+        return f"number {token.value}"
+    return f"`{token.value}`"
+
+
+def _end_position(text: str) -> tuple[int, int]:
+    stripped = text.rstrip(" \t\r\n")
+    where = _Positions(text)
+    if not stripped:
+        return 1, 1
+    return where.at(len(stripped) - 1)[0], where.at(len(stripped) - 1)[1] + 1
+
+
+def _unexpected_token(text: str, exc: UnexpectedToken) -> EqlSyntaxError:
+    token: Token = exc.token
+    expected = {name for name in exc.expected if not name.startswith("__")}
+    names = sorted(_TERMINAL_NAMES.get(name, name) for name in expected)
+    if len(names) > 8:
+        names = names[:8] + ["..."]
+    if token.type == "$END":
+        line, column = _end_position(text)
+    else:
+        line, column = token.line, token.column
+    message = f"unexpected {_describe(token)}"
+    if names:
+        message += f"; expected {', '.join(names) if len(names) > 1 else names[0]}"
+    return EqlSyntaxError(message, line, column, _hint(text, token, expected))
+
+
+def _hint(text: str, token: Token, expected: set[str]) -> str | None:
+    value = token.value if token.type != "$END" else ""
+    if token.type == "ASGN":
+        return "`=` is not an operator: use `==` to compare (or `:` for a case-insensitive match)"
+    if token.type in ("IDENTIFIER", "TILDE_IDENTIFIER") and value.lower() in KEYWORDS:
+        return f"keywords are lowercase: write `{value.lower()}`"
+    if token.type in KEYWORDS.values() and token.type not in expected and (
+        "IDENTIFIER" in expected or "QUOTED_IDENTIFIER" in expected
+    ):
+        return f"`{value}` is a reserved word; quote a field with that name in back-quotes: `{value}`"
+    if token.type == "PIPE" and text[token.end_pos:token.end_pos + 1] == "|":
+        return "use `or` to combine conditions"
+    if "WHERE" in expected and len(expected) <= 2:
+        return "an event query is `<category> where <condition>`; `any where` matches every category"
+    if token.type == "STRING" and "IDENTIFIER" in expected and "STRING" not in expected:
+        return "field names are not quoted; use back-quotes for unusual names: `my-field`"
+    if token.type == "$END" and "RB" in expected:
+        return "a `[` is not closed"
+    if token.type == "$END" and "RP" in expected:
+        return "a `(` is not closed"
+    if token.type == "$END" and ("LB" in expected or "MISSING_OPEN" in expected):
+        return "a sequence needs its steps: `[category where condition]`"
+    if token.type == "LB" and "WHERE" not in expected and "RB" not in expected and "LP" in expected:
+        return None
+    return None
