@@ -1,0 +1,56 @@
+"""``dac validate``: check rule files and print findings."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from deployer.config import ConfigError, load_config
+from deployer.ecs.registry import ExtraFieldsError
+from deployer.rules.findings import ERROR, FORMATS, format_findings, has_errors
+from deployer.rules.validate import validate as validate_rules
+
+
+@click.command("validate")
+@click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default="text",
+    show_default=True,
+    help="text for people, json for machines, github for pull-request annotations.",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    envvar="DAC_CONFIG",
+    help="Repository configuration file (default: the nearest dac.yaml).",
+)
+@click.option("--strict", is_flag=True, help="Fail on warnings too.")
+def validate(paths: tuple[Path, ...], fmt: str, config_path: Path | None, strict: bool) -> None:
+    """Validate rule files (default: detections/). Exit 0 clean, 1 findings, 2 usage error."""
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
+    targets = list(paths) or [config.root / "detections" if config.path else Path("detections")]
+    try:
+        findings = validate_rules(targets, config)
+    except FileNotFoundError as exc:
+        raise click.UsageError(str(exc)) from exc
+    except ExtraFieldsError as exc:
+        raise click.UsageError(str(exc)) from exc
+    output = format_findings(findings, fmt)
+    if output:
+        click.echo(output)
+    errors = sum(1 for f in findings if f.severity == ERROR)
+    warnings = len(findings) - errors
+    if fmt == "text":
+        summary = f"{errors} error(s), {warnings} warning(s)" if findings else "no problems found"
+        click.echo(summary, err=True)
+    failed = has_errors(findings) or (strict and bool(findings))
+    sys.exit(1 if failed else 0)
