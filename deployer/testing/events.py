@@ -332,15 +332,13 @@ def _coerce(value: Any, name: str, ftype: str, source: str, line: int) -> Any:
             raise reject("is not an ISO-8601 date or epoch milliseconds") from None
         return value
     if ftype in _KEYWORD_TYPES or ftype in _TEXT_TYPES:
-        # Elasticsearch indexes a number or boolean in a keyword field as its string form; the
-        # evaluator must compare the same string, so convert here.
-        if isinstance(value, bool):
-            return "true" if value else "false"
-        if isinstance(value, int):
-            return str(value)
-        if isinstance(value, float):
-            return repr(value)
+        # Elasticsearch indexes a number or boolean in a keyword field as its string form (Java's
+        # rendering); the evaluator must compare the same string, so convert here.
         if isinstance(value, str):
             return value
+        if isinstance(value, bool | int | float):
+            from deployer.eql.values import es_string
+
+            return es_string(value)
         raise reject("is not a scalar")
     return value

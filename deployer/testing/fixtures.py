@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from deployer.testing.evaluate import EvaluationError, Evaluator, RuleLike, event_ref
+from deployer.testing.evaluate import Compiler, EvaluationError, Evaluator, RuleLike, compile_rule, event_ref
 from deployer.testing.events import EventsError, FieldTypeLookup, default_field_types, read_events
 
 Status = Literal["pass", "fail", "error"]
@@ -116,10 +116,11 @@ def run_rule_tests(
     library: Sequence[RuleLike] = (),
     field_types: FieldTypeLookup | None | Literal["default"] = "default",
     on_result: Callable[[TestResult], None] | None = None,
+    compiler: Compiler = compile_rule,
 ) -> list[TestResult]:
     """Run every `metadata.tests` entry of the rules; `library` holds extra rules to resolve `depends_on` only."""
     types = default_field_types() if field_types == "default" else field_types
-    evaluator = Evaluator([*rules, *library])
+    evaluator = Evaluator([*rules, *library], compiler=compiler)
     event_cache: dict[Path, list[dict[str, Any]] | EventsError] = {}
     results: list[TestResult] = []
     for rule in rules:

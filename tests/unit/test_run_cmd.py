@@ -1,0 +1,133 @@
+"""`dac run`: output format (exact keys and order), stdin and gzip input, exit codes."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from deployer.cli import main
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "testing"
+RULES = DATA / "rules"
+CHAIN = RULES / "fixtures" / "chain.ndjson"
+
+
+def _run(*args: str, input: bytes | None = None):  # noqa: ANN202, A002
+    return CliRunner().invoke(main, ["run", *args], input=input)
+
+
+def _lines(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines()]
+
+
+def test_output_is_one_compact_object_per_match_with_exact_keys() -> None:
+    result = _run("--events", str(CHAIN), "--rules", str(RULES))
+    assert result.exit_code == 0, result.output
+    raw = result.stdout.splitlines()
+    objs = [json.loads(line) for line in raw]
+    for line, obj in zip(raw, objs, strict=True):
+        assert list(obj) == ["rule_id", "name", "implements", "event_ids", "join_keys"]
+        assert line == json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    by_rule = {o["rule_id"]: o for o in objs}
+    assert set(by_rule) == {"t-app-write-spawn", "t-child-network", "t-chain", "t-single"}
+    assert by_rule["t-app-write-spawn"]["event_ids"] == ["e1", "e2"]
+    assert by_rule["t-app-write-spawn"]["join_keys"] == ["A"]
+    assert by_rule["t-child-network"]["event_ids"] == ["e2", "e3"]
+    assert by_rule["t-single"]["event_ids"] == ["e2"]
+    chain = by_rule["t-chain"]
+    assert chain == {
+        "rule_id": "t-chain",
+        "name": "Test app writes, spawns a child that talks to the network",
+        "implements": ["AN1314", "T1204.002"],
+        "event_ids": ["e2", "e3"],
+        "join_keys": ["B"],
+    }
+    # A rule over alerts comes after the rules it reads.
+    order = [o["rule_id"] for o in objs]
+    assert order.index("t-chain") > order.index("t-app-write-spawn")
+    assert order.index("t-chain") > order.index("t-child-network")
+
+
+def test_no_match_exits_zero_and_prints_nothing() -> None:
+    result = _run("--events", str(RULES / "fixtures" / "quiet.ndjson"), "--rules", str(RULES))
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ""
+
+
+def test_stdin_and_gzip_give_the_same_output() -> None:
+    expected = _run("--events", str(CHAIN), "--rules", str(RULES)).stdout
+    assert _run("--events", "-", "--rules", str(RULES), input=CHAIN.read_bytes()).stdout == expected
+    gz = gzip.compress(CHAIN.read_bytes())
+    assert _run("--events", "-", "--rules", str(RULES), input=gz).stdout == expected
+
+
+def test_repeatable_rules_option() -> None:
+    result = _run(
+        "--events",
+        str(CHAIN),
+        "--rules",
+        str(RULES / "single.yaml"),
+        "--rules",
+        str(RULES / "child_network.yaml"),
+    )
+    assert result.exit_code == 0, result.output
+    assert sorted(o["rule_id"] for o in _lines(result.stdout)) == ["t-child-network", "t-single"]
+
+
+def test_malformed_line_exits_one_naming_the_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.ndjson"
+    lines = CHAIN.read_text().splitlines()
+    bad.write_text("\n".join([lines[0], lines[1], '{"@timestamp": "2024-05-01T12:00:00Z", "event": {'][:3]))
+    result = _run("--events", str(bad), "--rules", str(RULES))
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert f"{bad}:3: invalid JSON" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_bad_stdin_names_stdin_and_line() -> None:
+    result = _run(
+        "--events",
+        "-",
+        "--rules",
+        str(RULES),
+        input=b'{"@timestamp": "2024-05-01T12:00:00Z"}\n{"event": {}}\n',
+    )
+    assert result.exit_code == 1
+    assert "<stdin>:2: missing @timestamp" in result.stderr
+
+
+def test_missing_dependency_is_exit_one(tmp_path: Path) -> None:
+    result = _run("--events", str(CHAIN), "--rules", str(DATA / "missing_dep"))
+    assert result.exit_code == 1
+    assert "t-orphan" in result.stderr and "t-nowhere" in result.stderr
+
+
+def test_cycle_is_exit_one() -> None:
+    result = _run("--events", str(CHAIN), "--rules", str(DATA / "cycle"))
+    assert result.exit_code == 1
+    assert "dependency cycle" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],  # --events is required
+        ["--events", "/no/such/file.ndjson", "--rules", str(RULES)],
+        ["--events", str(CHAIN), "--rules", "/no/such/dir"],
+        ["--events", str(CHAIN), "--bogus"],
+    ],
+)
+def test_usage_errors_exit_two(args: list[str]) -> None:
+    assert _run(*args).exit_code == 2
+
+
+def test_default_rules_dir_missing_is_usage_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = _run("--events", str(CHAIN))
+    assert result.exit_code == 2
+    assert "detections" in result.stderr
