@@ -115,6 +115,20 @@ def _any_of(queries: list[dict[str, Any]]) -> dict[str, Any]:
     return {"bool": {"should": queries, "minimum_should_match": 1}}
 
 
+def _all_of(queries: list[dict[str, Any]]) -> dict[str, Any]:
+    # Nested pure-filter bools are spliced in: same meaning, flatter bodies.
+    flat: list[dict[str, Any]] = []
+    for q in queries:
+        inner = q.get("bool")
+        if isinstance(inner, dict) and set(inner) == {"filter"}:
+            flat.extend(inner["filter"])
+        elif q != MATCH_ALL:
+            flat.append(q)
+    if not flat:
+        return MATCH_ALL
+    return flat[0] if len(flat) == 1 else {"bool": {"filter": flat}}
+
+
 MATCH_ALL: dict[str, Any] = {"match_all": {}}
 MATCH_NONE: dict[str, Any] = {"match_none": {}}
 
@@ -135,7 +149,7 @@ class ConditionCompiler:
     def compile(self, expr: ast.Expr) -> dict[str, Any]:
         """Translate one condition."""
         if isinstance(expr, ast.And):
-            return {"bool": {"filter": [self.compile(op) for op in expr.operands]}}
+            return _all_of([self.compile(op) for op in expr.operands])
         if isinstance(expr, ast.Or):
             return _any_of([self.compile(op) for op in expr.operands])
         if isinstance(expr, ast.Not):
@@ -439,6 +453,11 @@ def compile_rule(rule: Mapping[str, Any], *, rule_id: str | None = None) -> Comp
             "it reads Kibana's .alerts-security.alerts-* index, which OpenSearch does not have; its "
             "building-block rules deploy as monitors of their own",
         )
+    for key in ("filters", "exceptions_list"):
+        if rule.get(key):
+            raise UnsupportedConstruct(
+                rid, key, "Kibana applies these on top of the query; the monitor would not, so it is refused"
+            )
     query = _parse_query(rid, str(rule.get("query", "")))
     if query.pipes:
         pipe = query.pipes[0]
@@ -493,10 +512,8 @@ def _compile_sequence(rid: str, rule: Mapping[str, Any], seq: ast.Sequence) -> C
         parts: list[dict[str, Any]] = []
         if step.query.category is not None:
             parts.append(_term(category_field, step.query.category))
-        cond = conditions.compile(step.query.condition)
-        if cond != MATCH_ALL:
-            parts.append(cond)
-        step_queries.append(parts[0] if len(parts) == 1 else {"bool": {"filter": parts or [MATCH_ALL]}})
+        parts.append(conditions.compile(step.query.condition))
+        step_queries.append(_all_of(parts))
 
     # One score bit per distinct step query (runs=N repeats share a bit).
     distinct: list[str] = []

@@ -1,0 +1,406 @@
+"""End-to-end verification on a real OpenSearch: deploy, replay fixtures, execute monitors, check alerts.
+
+For every rule that compiles, each fixture of ``metadata.tests`` is replayed on its own: the replay
+indices are emptied, the fixture's events are written with their timestamps shifted so the last
+one is just before now (gaps between events kept), the rule's monitor is executed with Alerting's
+``_execute`` API (not a dry run, so alerts are persisted), and the entities it alerted on are
+compared with the fixture's expectation: exactly the join keys of the expected sequences for
+``expect: match``, nothing for ``expect: no_match``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from deployer.targets.base import Result, TargetError
+from deployer.targets.opensearch import OpenSearchClient, OpenSearchTarget, deploy
+from deployer.targets.opensearch_compile import CompiledRule, UnsupportedConstruct, trigger_id
+
+REPLAY_SUFFIX = "dac-replay"
+# The last replayed event lands this long before "now", so it is inside the run's window.
+END_MARGIN_MS = 2_000
+
+Entity = tuple[str, ...]
+
+
+@dataclass
+class FixtureOutcome:
+    """The result of replaying one fixture against one rule's monitor."""
+
+    rule_id: str
+    name: str
+    expect: str
+    events: int
+    expected: list[Entity] = field(default_factory=list)
+    alerted: list[Entity] = field(default_factory=list)
+    persisted: list[Entity] = field(default_factory=list)
+    ok: bool = False
+    message: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "rule_id": self.rule_id,
+            "name": self.name,
+            "expect": self.expect,
+            "events": self.events,
+            "expected": [list(e) for e in self.expected],
+            "alerted": [list(e) for e in self.alerted],
+            "persisted": [list(e) for e in self.persisted],
+            "ok": self.ok,
+            "message": self.message,
+        }
+
+
+@dataclass
+class VerifyReport:
+    """Everything ``dac verify`` prints."""
+
+    outcomes: list[FixtureOutcome] = field(default_factory=list)
+    refused: list[UnsupportedConstruct] = field(default_factory=list)
+    deploy_results: list[Result] = field(default_factory=list)
+    templates: int = 0
+    no_fixtures: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when every fixture behaved and every write succeeded."""
+        return all(o.ok for o in self.outcomes) and all(r.ok for r in self.deploy_results)
+
+    def counts(self) -> dict[str, int]:
+        """Fixture counts: positives alerted/expected, near misses silent/total."""
+        pos = [o for o in self.outcomes if o.expect == "match"]
+        neg = [o for o in self.outcomes if o.expect == "no_match"]
+        return {
+            "positive_alerted": sum(o.ok for o in pos),
+            "positive_total": len(pos),
+            "near_miss_silent": sum(o.ok for o in neg),
+            "near_miss_total": len(neg),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "ok": self.ok,
+            "counts": self.counts(),
+            "templates": self.templates,
+            "outcomes": [o.to_dict() for o in self.outcomes],
+            "refused": [
+                {"rule_id": r.rule_id, "construct": r.construct, "message": str(r)} for r in self.refused
+            ],
+            "deploy": [r.to_dict() for r in self.deploy_results],
+            "no_fixtures": self.no_fixtures,
+        }
+
+
+# ---------------------------------------------------------------- templates
+
+
+def deploy_templates(client: OpenSearchClient, templates: Any) -> int:
+    """Write component and index templates (component ones first); return how many were written."""
+    component, index = _split_templates(templates)
+    for name, body in component:
+        client.request("PUT", f"/_component_template/{name}", body)
+    for name, body in index:
+        client.request("PUT", f"/_index_template/{name}", body)
+    return len(component) + len(index)
+
+
+def _split_templates(templates: Any) -> tuple[list[tuple[str, Any]], list[tuple[str, Any]]]:
+    # Accept the shapes a template loader can reasonably return: objects with name/kind/body,
+    # (name, kind, body) tuples, or {"component_templates": {...}, "index_templates": {...}}.
+    component: list[tuple[str, Any]] = []
+    index: list[tuple[str, Any]] = []
+
+    def add(name: str, kind: str, body: Any) -> None:
+        (component if "component" in kind else index).append((name, body))
+
+    if isinstance(templates, Mapping):
+        for key, group in templates.items():
+            if isinstance(group, Mapping):
+                for name, body in group.items():
+                    add(str(name), str(key), body)
+        return component, index
+    for item in templates or []:
+        if isinstance(item, tuple | list) and len(item) == 3:
+            add(str(item[0]), str(item[1]), item[2])
+            continue
+        name = getattr(item, "name", None)
+        kind = getattr(item, "kind", None)
+        body = getattr(item, "body", None)
+        if name is None or body is None:
+            raise TargetError(f"unrecognised mapping template entry: {item!r}")
+        add(str(name), str(kind), body)
+    return component, index
+
+
+def load_engine_templates(root: Path, engine: str = "opensearch") -> Any:
+    """Templates from ``mappings/`` for one engine, via the project's mappings module."""
+    try:
+        from deployer.mappings import load_templates
+    except ImportError as exc:  # pragma: no cover - depends on the checkout
+        raise TargetError("mapping templates are not available (deployer.mappings is missing)") from exc
+    return load_templates(root, engine)
+
+
+# ---------------------------------------------------------------- events
+
+
+def parse_ts(value: Any) -> int:
+    """Epoch milliseconds of an ISO-8601 or epoch-millis timestamp."""
+    if isinstance(value, int | float):
+        return int(value)
+    text = str(value).strip()
+    if text.isdigit():
+        return int(text)
+    return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000)
+
+
+def format_ts(ms: int) -> str:
+    """ISO-8601 UTC with milliseconds."""
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+def shift_events(
+    events: Sequence[Mapping[str, Any]], now_ms: int, ts_field: str = "@timestamp"
+) -> tuple[list[dict[str, Any]], int]:
+    """Copy events with timestamps moved so the latest is just before now; return them and the span."""
+    stamps = [parse_ts(_get(e, ts_field)) for e in events if _get(e, ts_field) is not None]
+    if not stamps:
+        return [dict(e) for e in events], 0
+    offset = now_ms - END_MARGIN_MS - max(stamps)
+    out = []
+    for event in events:
+        copy = json.loads(json.dumps(event))
+        value = _get(copy, ts_field)
+        if value is not None:
+            _set(copy, ts_field, format_ts(parse_ts(value) + offset))
+        out.append(copy)
+    return out, max(stamps) - min(stamps)
+
+
+def _get(doc: Mapping[str, Any], dotted: str) -> Any:
+    if dotted in doc:
+        return doc[dotted]
+    node: Any = doc
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _set(doc: dict[str, Any], dotted: str, value: Any) -> None:
+    if dotted in doc:
+        doc[dotted] = value
+        return
+    node = doc
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+
+
+def replay_index(compiled: CompiledRule) -> str:
+    """A concrete index name matched by the rule's first index pattern."""
+    for pattern in compiled.indices:
+        if pattern.startswith("-"):
+            continue
+        name = pattern.replace("*", REPLAY_SUFFIX, 1).replace("*", "").replace("?", "x")
+        return name.lower()
+    raise TargetError(f"{compiled.rule_id}: no index pattern to replay events into")
+
+
+def _values(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, list):
+        return [str(v) for v in value if v is not None]
+    return [str(value)]
+
+
+def expected_entities(
+    compiled: CompiledRule, events: Sequence[Mapping[str, Any]], sequences: Iterable[Sequence[Any]]
+) -> list[Entity]:
+    """Join-key tuples of the expected sequences, read from each sequence's first event."""
+    by_id = {str(_get(e, "event.id")): e for e in events if _get(e, "event.id") is not None}
+    out: list[Entity] = []
+    for seq in sequences:
+        if not seq:
+            continue
+        first = by_id.get(str(seq[0]))
+        if first is None:
+            raise TargetError(
+                f"{compiled.rule_id}: expected sequence starts with unknown event.id {seq[0]!r}"
+            )
+        per_position = [_values(_get(first, fields[0])) for fields in compiled.key_fields]
+        for combo in itertools.product(*per_position):
+            if combo not in out:
+                out.append(tuple(combo))
+    return out
+
+
+def _bulk(client: OpenSearchClient, index: str, events: Sequence[Mapping[str, Any]]) -> None:
+    lines = []
+    for event in events:
+        # `create` works for plain indices and for data streams alike.
+        lines.append(json.dumps({"create": {"_index": index}}))
+        lines.append(json.dumps(event))
+    data = client.request("POST", "/_bulk", "\n".join(lines) + "\n", params={"refresh": "true"})
+    if data.get("errors"):
+        for item in data.get("items") or []:
+            err = (item.get("create") or {}).get("error")
+            if err:
+                raise TargetError(f"indexing into {index} failed: {err.get('type')}: {err.get('reason')}")
+
+
+def _clear(client: OpenSearchClient, indices: Iterable[str]) -> None:
+    for index in sorted(set(indices)):
+        client.request(
+            "POST",
+            f"/{index}/_delete_by_query",
+            {"query": {"match_all": {}}},
+            params={"refresh": "true", "conflicts": "proceed"},
+            ok=(404,),
+        )
+
+
+def alerted_entities(result: Mapping[str, Any], rule_id: str) -> list[Entity]:
+    """Bucket keys selected by the rule's trigger in an ``_execute`` response."""
+    if result.get("error"):
+        raise TargetError(f"{rule_id}: monitor run failed: {result['error']}")
+    input_error = (result.get("input_results") or {}).get("error")
+    if input_error:
+        raise TargetError(f"{rule_id}: monitor search failed: {input_error}")
+    out: list[Entity] = []
+    for tid, trig in (result.get("trigger_results") or {}).items():
+        if tid != trigger_id(rule_id) and len(result.get("trigger_results") or {}) > 1:
+            continue
+        if trig.get("error"):
+            raise TargetError(f"{rule_id}: trigger failed: {trig['error']}")
+        for bucket in (trig.get("agg_result_buckets") or {}).values():
+            key = tuple(str(v) for v in bucket.get("bucket_keys") or [])
+            if key not in out:
+                out.append(key)
+    return out
+
+
+def persisted_entities(client: OpenSearchClient, monitor_id: str) -> list[Entity]:
+    """Bucket keys of the monitor's ACTIVE alerts."""
+    out: list[Entity] = []
+    for alert in client.alerts(monitor_id, "ACTIVE"):
+        content = alert.get("agg_alert_content") or {}
+        key = tuple(str(v) for v in content.get("bucket_keys") or [])
+        if key and key not in out:
+            out.append(key)
+    return out
+
+
+def _tests(rule: Any) -> list[dict[str, Any]]:
+    meta = getattr(rule, "metadata", None)
+    if meta is None:
+        meta = (getattr(rule, "data", rule) or {}).get("metadata") or {}
+    tests = meta.get("tests") or []
+    return [t for t in tests if isinstance(t, dict)]
+
+
+def verify(
+    client: OpenSearchClient,
+    rules: Sequence[Any],
+    *,
+    templates: Any = None,
+    on_outcome: Callable[[FixtureOutcome], None] | None = None,
+    keep_events: bool = False,
+) -> VerifyReport:
+    """Deploy templates and rules, replay every fixture, and check the monitors' alerts."""
+    from deployer.testing.events import read_events
+
+    report = VerifyReport()
+    client.require_alerting()
+    if templates is not None:
+        report.templates = deploy_templates(client, templates)
+    target = OpenSearchTarget(client)
+    _plan, report.deploy_results = deploy(target, rules)
+    report.refused = list(target.refused)
+    target.read_current(target.compiled.keys())
+    monitor_ids = target.monitor_ids()
+
+    compiled_by_id = target.compiled
+    replay_indices = {replay_index(c) for c in compiled_by_id.values()}
+    for rule in rules:
+        rid = getattr(rule, "rule_id", None) or (getattr(rule, "data", rule) or {}).get("rule_id")
+        compiled = compiled_by_id.get(str(rid))
+        if compiled is None:
+            continue
+        tests = _tests(rule)
+        if not tests:
+            report.no_fixtures.append(compiled.rule_id)
+            continue
+        rule_dir = Path(getattr(rule, "path", ".")).parent
+        for test in tests:
+            outcome = FixtureOutcome(
+                rule_id=compiled.rule_id,
+                name=str(test.get("name") or test.get("events")),
+                expect=str(test.get("expect")),
+                events=0,
+            )
+            try:
+                events = [dict(e) for e in read_events(rule_dir / str(test.get("events")))]
+                outcome.events = len(events)
+                if outcome.expect == "match":
+                    outcome.expected = expected_entities(compiled, events, test.get("sequences") or [])
+                shifted, span = shift_events(events, int(time.time() * 1000), compiled.timestamp_field)
+                if span + END_MARGIN_MS > compiled.lookback_ms:
+                    outcome.message = (
+                        f"fixture spans {span // 1000}s, longer than the monitor's {compiled.lookback_ms // 1000}s "
+                        "look-back; its earliest events are outside the window"
+                    )
+                _clear(client, replay_indices)
+                _bulk(client, replay_index(compiled), shifted)
+                result = client.execute_monitor(monitor_ids[compiled.rule_id])
+                outcome.alerted = alerted_entities(result, compiled.rule_id)
+                outcome.persisted = persisted_entities(client, monitor_ids[compiled.rule_id])
+                _judge(outcome)
+            except (TargetError, OSError, ValueError, KeyError) as exc:
+                outcome.ok = False
+                outcome.message = f"error: {exc}"
+            report.outcomes.append(outcome)
+            if on_outcome is not None:
+                on_outcome(outcome)
+    if not keep_events:
+        _clear(client, replay_indices)
+    return report
+
+
+def _judge(outcome: FixtureOutcome) -> None:
+    alerted = set(outcome.alerted)
+    expected = set(outcome.expected)
+    notes = [outcome.message] if outcome.message else []
+    if outcome.expect == "no_match":
+        outcome.ok = not alerted
+        if alerted:
+            notes.append("alerted on " + ", ".join("/".join(e) for e in sorted(alerted)))
+    else:
+        missing = expected - alerted
+        extra = alerted - expected
+        persisted_missing = expected - set(outcome.persisted)
+        outcome.ok = bool(expected) and not missing and not extra and not persisted_missing
+        if not expected:
+            notes.append("no expected sequence listed")
+        if missing:
+            notes.append("no alert for " + ", ".join("/".join(e) for e in sorted(missing)))
+        if extra:
+            notes.append("unexpected alert for " + ", ".join("/".join(e) for e in sorted(extra)))
+        if persisted_missing and not missing:
+            notes.append(
+                "trigger fired but no ACTIVE alert stored for "
+                + ", ".join("/".join(e) for e in sorted(persisted_missing))
+            )
+    outcome.message = "; ".join(notes)
