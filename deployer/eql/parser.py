@@ -210,6 +210,8 @@ def _tokens(text: str) -> Iterator[Token]:
             if index is not None:
                 _error("Array indexes are not supported", *where.at(index.end() - 1),
                        hint="array fields match when any element matches; compare the field directly")
+        if kind == "PIPE" and text.startswith("|", pos):
+            _error("unexpected `||`", line, column, hint="use `or` to combine conditions")
         if kind == "IDENTIFIER" and prev is not None and prev.type == "PIPE":
             _check_pipe_name(token)
 
@@ -419,7 +421,9 @@ class _Builder(Transformer):
 
     def start(self, children: list[Any]) -> ast.Query:
         body, *pipes = children
-        return ast.Query(body, tuple(pipes), **_span(children))
+        query = ast.Query(body, tuple(pipes), **_span(children))
+        _verify(query)
+        return query
 
     def pipe(self, children: list[Any]) -> ast.Pipe:
         name_token = children[1]
@@ -596,10 +600,6 @@ class _Builder(Transformer):
 
     def comparison(self, children: list[Any]) -> ast.Comparison:
         left, op, right = children
-        if _has_field(left) is not None:
-            offender = _has_field(right)
-            if offender is not None:
-                _field_comparison_error(offender, op.value)
         return ast.Comparison(op.value, left, right, **_span(children))
 
     # ---- arithmetic
@@ -623,10 +623,6 @@ class _Builder(Transformer):
         negated = children[0].type == "NOT"
         op_token = children[1] if negated else children[0]
         values = tuple(c for c in children if not isinstance(c, Token))
-        for value in values:
-            offender = _has_field(value)
-            if offender is not None:
-                _field_comparison_error(offender, op_token.value)
         op = ("not " if negated else "") + op_token.value
         return _Pred(op, values, True, children[-1])
 
@@ -662,19 +658,8 @@ class _Builder(Transformer):
         insensitive = written.endswith("~")
         bare = written[:-1] if insensitive else written
         entry = FUNCTIONS.get(bare.lower())
-        if entry is None:
-            similar = difflib.get_close_matches(bare.lower(), list(FUNCTIONS), n=1, cutoff=0.6)
-            hint = f"did you mean {FUNCTIONS[similar[0]][0]}?" if similar else \
-                "see the Elasticsearch EQL function reference"
-            _error(f"Unknown function [{bare}]", name_token.line, name_token.column, hint=hint)
-        canonical, least, most, case_aware = entry
-        if insensitive and not case_aware:
-            _error(f"Function [{canonical}] has no case-insensitive [~] variant", name_token.line,
-                   name_token.column, hint="only between~, endsWith~, indexOf~, startsWith~ and stringContains~ exist")
-        if len(args) < least or (most is not None and len(args) > most):
-            expected = str(least) if least == most else (f"{least} or more" if most is None else f"{least} to {most}")
-            _error(f"Function [{canonical}] expects {expected} arguments, found [{len(args)}]",
-                   name_token.line, name_token.column)
+        # Unknown names are kept as written; _verify reports them once the statement has parsed.
+        canonical = entry[0] if entry else bare
         return ast.FunctionCall(canonical, args, insensitive, **_span(children))
 
     def qualified_name(self, children: list[Any]) -> ast.Field:
@@ -719,6 +704,48 @@ def _check_key_counts(by: tuple[ast.Field, ...], steps: list[ast.Step]) -> None:
                 step.line, step.column,
                 hint="every step (and `until`) needs the same number of `by` keys",
             )
+
+
+def _verify(query: ast.Query) -> None:
+    """Checks Elasticsearch makes after parsing: functions first, then field-to-field comparisons."""
+    nodes = list(ast.walk(query))
+    for node in nodes:
+        if isinstance(node, ast.FunctionCall):
+            _verify_function(node)
+    for node in nodes:
+        if isinstance(node, ast.Comparison):
+            if _has_field(node.left) is not None:
+                offender = _has_field(node.right)
+                if offender is not None:
+                    _field_comparison_error(offender, node.op)
+        elif isinstance(node, ast.InList):
+            for value in node.values:
+                offender = _has_field(value)
+                if offender is not None:
+                    _field_comparison_error(offender, node.op)
+
+
+def _verify_function(call: ast.FunctionCall) -> None:
+    entry = FUNCTIONS.get(call.name.lower())
+    written = call.name + ("~" if call.case_insensitive else "")
+    if entry is None:
+        similar = difflib.get_close_matches(call.name.lower(), list(FUNCTIONS), n=1, cutoff=0.6)
+        hint = f"did you mean {FUNCTIONS[similar[0]][0]}?" if similar else \
+            "see the Elasticsearch EQL function reference"
+        _error(f"Unknown function [{written}]", call.line, call.column, hint=hint)
+    canonical, least, most, case_aware = entry
+    if call.case_insensitive and not case_aware:
+        _error(f"Function [{canonical}] has no case-insensitive [~] variant", call.line, call.column,
+               hint="only between~, endsWith~, indexOf~, startsWith~ and stringContains~ exist")
+    count = len(call.args)
+    if count < least or (most is not None and count > most):
+        if least == most:
+            expected = str(least)
+        elif most is None:
+            expected = f"{least} or more"
+        else:
+            expected = f"{least} to {most}"
+        _error(f"Function [{canonical}] expects {expected} arguments, found [{count}]", call.line, call.column)
 
 
 def _field_comparison_error(offender: ast.Field, op: str) -> NoReturn:
@@ -801,19 +828,63 @@ def _end_position(text: str) -> tuple[int, int]:
     return where.at(len(stripped) - 1)[0], where.at(len(stripped) - 1)[1] + 1
 
 
+# Groups of terminals summarised as one phrase in "expected ..." messages.
+_EXPECTED_GROUPS: tuple[tuple[str, frozenset[str]], ...] = (
+    ("a field, value or function call", frozenset({
+        "IDENTIFIER", "QUOTED_IDENTIFIER", "TILDE_IDENTIFIER", "QUESTION", "STRING", "INTEGER_VALUE",
+        "DECIMAL_VALUE", "TRUE", "FALSE", "NULL"})),
+    ("a comparison (==, !=, <, <=, >, >=, :, like, regex, in, ...)", frozenset({
+        "EQ", "NEQ", "LT", "LTE", "GT", "GTE", "SEQ", "LIKE", "LIKE_INSENSITIVE", "REGEX",
+        "REGEX_INSENSITIVE", "IN", "IN_INSENSITIVE"})),
+    ("an arithmetic operator", frozenset({"PLUS", "MINUS", "ASTERISK", "SLASH", "PERCENT"})),
+    ("`and`, `or`", frozenset({"AND", "OR"})),
+)
+
+
+def _acceptable(exc: UnexpectedToken) -> set[str]:
+    """Terminals the parser would really accept here (LALR lookahead sets over-approximate)."""
+    expected = {name for name in exc.expected if not name.startswith("__")}
+    interactive = getattr(exc, "interactive_parser", None)
+    if interactive is None:
+        return expected
+    accepted: set[str] = set()
+    for name in expected:
+        probe = interactive.copy()
+        try:
+            probe.feed_token(Token(name, "", 0, 1, 1, 1, 1, 0))
+        except UnexpectedToken:
+            continue
+        except Exception:  # noqa: BLE001 - a builder check fired: the parser did take the token
+            pass
+        accepted.add(name)
+    return accepted or expected
+
+
+def _summarize(expected: set[str]) -> list[str]:
+    remaining = set(expected)
+    phrases: list[str] = []
+    for phrase, members in _EXPECTED_GROUPS:
+        hits = remaining & members
+        if len(hits) >= 3:
+            phrases.append(phrase)
+            remaining -= members
+    phrases.extend(sorted(_TERMINAL_NAMES.get(name, name) for name in remaining if name != "$END"))
+    if "$END" in remaining:
+        phrases.append("end of query")
+    return phrases
+
+
 def _unexpected_token(text: str, exc: UnexpectedToken) -> EqlSyntaxError:
     token: Token = exc.token
-    expected = {name for name in exc.expected if not name.startswith("__")}
-    names = sorted(_TERMINAL_NAMES.get(name, name) for name in expected)
-    if len(names) > 8:
-        names = names[:8] + ["..."]
+    expected = _acceptable(exc)
     if token.type == "$END":
         line, column = _end_position(text)
     else:
         line, column = token.line, token.column
     message = f"unexpected {_describe(token)}"
-    if names:
-        message += f"; expected {', '.join(names) if len(names) > 1 else names[0]}"
+    phrases = _summarize(expected)
+    if phrases:
+        message += "; expected " + (phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " or " + phrases[-1])
     return EqlSyntaxError(message, line, column, _hint(text, token, expected))
 
 
@@ -827,8 +898,6 @@ def _hint(text: str, token: Token, expected: set[str]) -> str | None:
         "IDENTIFIER" in expected or "QUOTED_IDENTIFIER" in expected
     ):
         return f"`{value}` is a reserved word; quote a field with that name in back-quotes: `{value}`"
-    if token.type == "PIPE" and text[token.end_pos:token.end_pos + 1] == "|":
-        return "use `or` to combine conditions"
     if "WHERE" in expected and len(expected) <= 2:
         return "an event query is `<category> where <condition>`; `any where` matches every category"
     if token.type == "STRING" and "IDENTIFIER" in expected and "STRING" not in expected:
@@ -839,6 +908,4 @@ def _hint(text: str, token: Token, expected: set[str]) -> str | None:
         return "a `(` is not closed"
     if token.type == "$END" and ("LB" in expected or "MISSING_OPEN" in expected):
         return "a sequence needs its steps: `[category where condition]`"
-    if token.type == "LB" and "WHERE" not in expected and "RB" not in expected and "LP" in expected:
-        return None
     return None
