@@ -303,6 +303,60 @@ def persisted_entities(client: OpenSearchClient, monitor_id: str) -> list[Entity
     return out
 
 
+def replay_fixture(
+    client: OpenSearchClient, compiled: CompiledRule, events: Sequence[Mapping[str, Any]]
+) -> str:
+    """Empty the rule's replay index, then write the events shifted to now; return the index."""
+    index = replay_index(compiled)
+    shifted, _span = shift_events(events, int(time.time() * 1000), compiled.timestamp_field)
+    _clear(client, [index])
+    _bulk(client, index, shifted)
+    return index
+
+
+def events_for_entity(
+    client: OpenSearchClient, index: str, compiled: CompiledRule, entity: Entity, limit: int = 50
+) -> list[str]:
+    """One line per replayed event of the rule's steps that carries the entity's key, oldest first."""
+    should = []
+    for fields, value in zip(compiled.key_fields, entity, strict=False):
+        should.append(
+            {
+                "bool": {
+                    "should": [{"term": {f: value}} for f in dict.fromkeys(fields)],
+                    "minimum_should_match": 1,
+                }
+            }
+        )
+    query = {
+        "bool": {
+            "filter": should,
+            "should": compiled.step_queries,
+            "minimum_should_match": 1,
+        }
+    }
+    body = {"size": limit, "query": query, "sort": [{compiled.timestamp_field: "asc"}]}
+    data = client.request("POST", f"/{index}/_search", body)
+    lines = []
+    for hit in (data.get("hits") or {}).get("hits") or []:
+        src = hit.get("_source") or {}
+        cats = _values(_get(src, "event.category"))
+        parts = [
+            str(_get(src, compiled.timestamp_field)),
+            str(_get(src, "event.id") or hit.get("_id")),
+            ",".join(cats),
+            str(_get(src, "event.action") or ""),
+            str(_get(src, "process.name") or ""),
+        ]
+        for extra in ("file.path", "destination.ip", "dns.question.name", "process.command_line"):
+            value = _get(src, extra)
+            if value:
+                parts.append(f"{extra}={value}")
+                break
+        lines.append("  ".join(p for p in parts if p))
+    return lines
+
+
 def _tests(rule: Any) -> list[dict[str, Any]]:
     meta = getattr(rule, "metadata", None)
     if meta is None:

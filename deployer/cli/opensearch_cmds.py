@@ -1,0 +1,300 @@
+"""`dac verify` and `dac demo`: prove on a real OpenSearch that the rules raise alerts.
+
+`verify` deploys the mapping templates and the rules, replays every fixture and checks that each
+positive fixture alerts on the right entity and no near miss alerts at all (exit 1 otherwise).
+`demo` starts a local OpenSearch, deploys everything, replays one AN1314 attack and prints the
+alert. Credentials come from OPENSEARCH_USERNAME / OPENSEARCH_PASSWORD, never from flags.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+
+EXIT_OK, EXIT_FAIL, EXIT_ENV = 0, 1, 2
+DEFAULT_RULES_DIR = Path("detections")
+
+
+def _fail(message: str, code: int = EXIT_ENV, hint: str | None = None) -> None:
+    click.echo(f"error: {message}", err=True)
+    if hint:
+        click.echo(f"hint: {hint}", err=True)
+    sys.exit(code)
+
+
+def _repo_root() -> Path:
+    from deployer.targets.config import find_config
+
+    found = find_config()
+    return found.parent if found else Path.cwd()
+
+
+def _load(paths: tuple[Path, ...], root: Path) -> list[Any]:
+    from deployer.rules.loader import load_rule_files
+    from deployer.testing.loading import format_finding
+
+    if not paths:
+        default = root / DEFAULT_RULES_DIR
+        if not default.is_dir():
+            raise click.UsageError(
+                f"no {DEFAULT_RULES_DIR}/ directory here; pass the rule files or directories"
+            )
+        paths = (default,)
+    loaded = load_rule_files(list(paths))
+    errors = [f for f in loaded.findings if str(getattr(f, "severity", "error")).lower() == "error"]
+    if errors:
+        for finding in errors:
+            click.echo(format_finding(finding), err=True)
+        _fail(f"{len(errors)} error(s) in the rule files; nothing was deployed", EXIT_FAIL)
+    return [r for r in loaded.rules if r.rule_id]
+
+
+def _client(url: str, ca_cert: Path | None, insecure: bool, timeout: float) -> Any:
+    from deployer.targets.opensearch import OpenSearchClient
+
+    if insecure:
+        click.echo("warning: TLS verification is off", err=True)
+    return OpenSearchClient.from_env(
+        url, ca_cert=str(ca_cert) if ca_cert else None, insecure=insecure, timeout=timeout
+    )
+
+
+@contextmanager
+def _status(enabled: bool, total: int, label: str) -> Iterator[Callable[[str], None]]:
+    """A progress bar on stderr when on a terminal; a no-op otherwise."""
+    if not enabled:
+        yield lambda _text: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as bar:
+        task = bar.add_task(label, total=total or None)
+        yield lambda text: bar.update(task, advance=1, description=f"{label}: {text}")
+
+
+def _fmt_entities(entities: list[tuple[str, ...]]) -> str:
+    return ", ".join("/".join(e) for e in entities) or "-"
+
+
+def print_report(report: Any) -> None:
+    """The per-rule table, refusals and totals, as text."""
+    rows = [("RULE", "FIXTURE", "EXPECT", "EXPECTED", "ALERTED", "RESULT")]
+    for o in report.outcomes:
+        result = "ok" if o.ok else "FAIL"
+        rows.append(
+            (o.rule_id, o.name, o.expect, _fmt_entities(o.expected), _fmt_entities(o.alerted), result)
+        )
+    widths = [min(max(len(r[i]) for r in rows), 48) for i in range(len(rows[0]))]
+    for row in rows:
+        cells = [c if len(c) <= widths[i] else c[: widths[i] - 1] + "…" for i, c in enumerate(row)]
+        click.echo("  ".join(c.ljust(widths[i]) for i, c in enumerate(cells)).rstrip())
+    for o in report.outcomes:
+        if o.message:
+            click.echo(f"  {'ok  ' if o.ok else 'FAIL'} {o.rule_id} / {o.name}: {o.message}")
+    for r in report.deploy_results:
+        if not r.ok:
+            click.echo(f"  deploy FAILED {r.action} {r.rule_id}: {r.message}")
+    for refusal in report.refused:
+        click.echo(f"  not deployed: {refusal}")
+    for rid in report.no_fixtures:
+        click.echo(f"  no fixtures: {rid} (deployed, not verified)")
+    c = report.counts()
+    click.echo(
+        f"Positive fixtures alerted: {c['positive_alerted']}/{c['positive_total']}; "
+        f"near misses silent: {c['near_miss_silent']}/{c['near_miss_total']}; "
+        f"rules not compiled: {len(report.refused)}."
+    )
+
+
+@click.command("verify")
+@click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--opensearch-url",
+    envvar="OPENSEARCH_URL",
+    metavar="URL",
+    required=True,
+    help="OpenSearch base URL (or OPENSEARCH_URL).",
+)
+@click.option("--ca-cert", type=click.Path(dir_okay=False, path_type=Path), help="CA bundle for TLS.")
+@click.option("--insecure", is_flag=True, help="Do not verify TLS certificates (never in production).")
+@click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds per request.")
+@click.option("--no-mappings", is_flag=True, help="Do not write the mapping templates first.")
+@click.option("--keep-events", is_flag=True, help="Leave the last replayed fixture in the replay index.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Human table, or one JSON document for machines (no progress output).",
+)
+def verify(
+    paths: tuple[Path, ...],
+    opensearch_url: str,
+    ca_cert: Path | None,
+    insecure: bool,
+    timeout: float,
+    no_mappings: bool,
+    keep_events: bool,
+    fmt: str,
+) -> None:
+    """Deploy rules to OpenSearch, replay their fixtures and check the alerts (exit 1 on any miss)."""
+    from deployer.targets.base import TargetError
+    from deployer.targets.opensearch_verify import load_engine_templates
+    from deployer.targets.opensearch_verify import verify as run_verify
+
+    root = _repo_root()
+    rules = _load(paths, root)
+    total = sum(len((r.metadata or {}).get("tests") or []) for r in rules)
+    try:
+        client = _client(opensearch_url, ca_cert, insecure, timeout)
+        try:
+            templates = None if no_mappings else load_engine_templates(root, "opensearch")
+            with _status(fmt == "text" and sys.stderr.isatty(), total, "replaying fixtures") as step:
+                report = run_verify(
+                    client,
+                    rules,
+                    templates=templates,
+                    on_outcome=lambda o: step(f"{o.rule_id} / {o.name}"),
+                    keep_events=keep_events,
+                )
+        finally:
+            client.close()
+    except TargetError as exc:
+        _fail(exc.message, EXIT_ENV, exc.hint)
+    if fmt == "json":
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        print_report(report)
+    sys.exit(EXIT_OK if report.ok else EXIT_FAIL)
+
+
+# ---------------------------------------------------------------- demo
+
+
+def _pick_demo_rule(rules: list[Any], compiled: dict[str, Any]) -> tuple[Any, dict[str, Any]] | None:
+    """The AN1314 rule (preferring a non-building-block one) that compiled and has a positive fixture."""
+    candidates = []
+    for rule in rules:
+        meta = rule.metadata or {}
+        implements = [str(x).upper() for x in meta.get("implements") or []]
+        if rule.rule_id not in compiled or "AN1314" not in implements:
+            continue
+        for test in meta.get("tests") or []:
+            if isinstance(test, dict) and test.get("expect") == "match":
+                building_block = bool(rule.data.get("building_block_type"))
+                candidates.append((building_block, rule.rule_id, rule, test))
+                break
+    if not candidates:
+        return None
+    candidates.sort(key=lambda c: (c[0], c[1]))
+    return candidates[0][2], candidates[0][3]
+
+
+def _start_cluster(echo: Callable[[str], None]) -> str:
+    """Start (or reuse) the local OpenSearch through the cluster manager and return its URL."""
+    from deployer.cluster import manager
+
+    echo("starting a local OpenSearch (first run downloads it from Maven Central; this can take minutes)")
+    started = manager.up("opensearch")
+    url = getattr(started, "url", None) or (started.get("url") if isinstance(started, dict) else started)
+    if not url:
+        raise click.ClickException("the cluster manager did not report a URL")
+    return str(url)
+
+
+@click.command("demo")
+@click.option(
+    "--opensearch-url",
+    metavar="URL",
+    help="Use this running OpenSearch instead of starting a local one.",
+)
+@click.option("--rule", "rule_path", type=click.Path(exists=True, path_type=Path), help="Rule file to demo.")
+def demo(opensearch_url: str | None, rule_path: Path | None) -> None:
+    """Start a local OpenSearch, deploy the rules, replay an AN1314 attack and show the alert."""
+    from deployer.targets.base import TargetError
+    from deployer.targets.opensearch import OpenSearchTarget, deploy
+    from deployer.targets.opensearch_verify import (
+        alerted_entities,
+        deploy_templates,
+        events_for_entity,
+        load_engine_templates,
+        replay_fixture,
+    )
+    from deployer.testing.events import read_events
+
+    def say(text: str) -> None:
+        click.echo(click.style("==> ", fg="cyan", bold=True) + text, err=True)
+
+    root = _repo_root()
+    rules = _load((rule_path,) if rule_path else (), root)
+    try:
+        url = opensearch_url or _start_cluster(say)
+        say(f"OpenSearch at {url}")
+        client = _client(url, None, False, 60.0)
+        try:
+            client.require_alerting()
+            written = deploy_templates(client, load_engine_templates(root, "opensearch"))
+            say(f"mapping templates written: {written}")
+            target = OpenSearchTarget(client)
+            plan, results = deploy(target, rules)
+            failed = [r for r in results if not r.ok]
+            s = plan.summary()
+            say(
+                f"rules deployed as monitors: {len(target.compiled)} ({s['create']} created, "
+                f"{s['update']} updated, {s['unchanged']} unchanged, {len(failed)} failed)"
+            )
+            for refusal in target.refused:
+                say(f"not deployed: {refusal}")
+            picked = _pick_demo_rule(rules, target.compiled)
+            if picked is None:
+                _fail("no compiled AN1314 rule with a positive fixture to replay", EXIT_FAIL)
+                return
+            rule, test = picked
+            compiled = target.compiled[rule.rule_id]
+            target.read_current([rule.rule_id])
+            monitor_id = target.monitor_ids()[rule.rule_id]
+            events = [dict(e) for e in read_events(Path(rule.path).parent / str(test["events"]))]
+            say(f"replaying {len(events)} events of '{test.get('name')}' ({test['events']}), shifted to now")
+            index = replay_fixture(client, compiled, events)
+            say(f"running monitor {monitor_id} now (Alerting _execute)")
+            entities = alerted_entities(client.execute_monitor(monitor_id), rule.rule_id)
+            stored = client.alerts(monitor_id, "ACTIVE")
+            if not entities:
+                click.echo(f"No alert: rule {rule.rule_id} did not fire on its fixture.")
+                sys.exit(EXIT_FAIL)
+            click.echo("")
+            click.echo(click.style("ALERT", fg="red", bold=True) + f"  {compiled.name}")
+            click.echo(f"  rule_id    {rule.rule_id}")
+            click.echo(f"  severity   {rule.data.get('severity')}")
+            click.echo(f"  monitor    {monitor_id} ({len(stored)} active alert(s) stored)")
+            for entity in entities:
+                keys = " / ".join(
+                    f"{fields[0]}={value}" for fields, value in zip(compiled.key_fields, entity)
+                )
+                click.echo(f"  entity     {keys}")
+                click.echo("  events:")
+                for line in events_for_entity(client, index, compiled, entity):
+                    click.echo(f"    {line}")
+        finally:
+            client.close()
+    except TargetError as exc:
+        _fail(exc.message, EXIT_ENV, exc.hint)
+        return
+    click.echo("")
+    if not opensearch_url:
+        click.echo("The local OpenSearch keeps running so you can explore it. Stop it with: dac cluster down")
