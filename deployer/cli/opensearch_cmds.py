@@ -284,7 +284,7 @@ def demo(opensearch_url: str | None, rule_path: Path | None) -> None:
             click.echo(f"  monitor    {monitor_id} ({len(stored)} active alert(s) stored)")
             for entity in entities:
                 keys = " / ".join(
-                    f"{fields[0]}={value}" for fields, value in zip(compiled.key_fields, entity)
+                    f"{fields[0]}={value}" for fields, value in zip(compiled.key_fields, entity, strict=False)
                 )
                 click.echo(f"  entity     {keys}")
                 click.echo("  events:")
