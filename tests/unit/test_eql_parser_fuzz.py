@@ -1,0 +1,105 @@
+"""Property tests: the EQL parser never fails with anything but an EQL error."""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from deployer.eql import ast
+from deployer.eql.errors import EqlSyntaxError, EqlUnsupportedError
+from deployer.eql.parser import parse
+
+VALID = [
+    'process where process.name == "cmd.exe"',
+    'process where process.name : ("cmd.exe", "pwsh*") and not process.args_count > 3',
+    'any where ?host.name in~ ("A", "b") or user.name like~ "adm*"',
+    'file where startsWith~(file.path, "C:\\\\Users") and length(file.name) >= 4 | head 5',
+    'network where destination.port % 2 == 1 and -source.port < -1 and cidrMatch(source.ip, "10.0.0.0/8")',
+    'process where process.command_line regex~ """.*-enc(odedcommand)?.*""" | tail 3 | head 1',
+    '"my-category" where `odd field`.`x``y` != null and @timestamp >= 0',
+    "sequence by process.entity_id with maxspan=30s\n"
+    '  [process where event.type == "start"] by process.parent.entity_id\n'
+    '  [network where true] by process.entity_id with runs=2\n'
+    "until [process where event.type == \"end\"] by process.entity_id",
+    'sequence with maxspan=1m [process where true] ![file where file.name : "*.tmp"] [network where true]',
+    "sample by host.id [process where true] [network where true]",
+    'process where concat(a, "-", string(b)) == "x-1" /* block /* nested */ comment */ // line comment',
+]
+
+SETTINGS = settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+
+# Characters that matter to the lexer and the grammar, plus some that never appear in EQL.
+ALPHABET = st.sampled_from(list(
+    "abcdefgwhereinotlkxyzANDOR_@0123456789 \t\n.,:;=!<>+-*/%()[]{}|?~`'\"\\#&^$é\u00a0"
+))
+TOKENS = st.sampled_from([
+    "process", "where", "any", "sequence", "sample", "by", "with", "maxspan", "=", "runs", "until",
+    "[", "]", "![", "(", ")", ",", "|", "head", "tail", "and", "or", "not", "in", "in~", "like",
+    "like~", "regex", "regex~", ":", "==", "!=", "<", "<=", ">", ">=", "+", "-", "*", "/", "%",
+    "?", "x", "a.b", "`q`", '"s"', '"""r"""', "'x'", "1", "2.5", "1e3", "10s", "true", "false",
+    "null", "startsWith~", "length", "concat", "of", "join", "descendant", "[0]", "/*", "*/", "//",
+])
+
+
+def _check(text: str) -> None:
+    try:
+        query = parse(text)
+    except (EqlSyntaxError, EqlUnsupportedError) as exc:
+        assert isinstance(exc.message, str) and exc.message
+        if isinstance(exc, EqlSyntaxError):
+            assert exc.line >= 1 and exc.column >= 1
+        return
+    assert isinstance(query, ast.Query)
+    for node in ast.walk(query):
+        assert node.line >= 1 and node.column >= 1
+
+
+@SETTINGS
+@given(st.text(ALPHABET, max_size=80))
+@example("")
+@example("process where")
+@example('process where x == "\\u{d800}"')
+@example('process where x == "\\u{110000}"')
+@example('process where x == "\\u{}"')
+@example("process where x[")
+def test_random_text_only_raises_eql_errors(text: str) -> None:
+    _check(text)
+
+
+@SETTINGS
+@given(st.lists(TOKENS, max_size=25))
+def test_random_token_sequences_only_raise_eql_errors(tokens: list[str]) -> None:
+    _check(" ".join(tokens))
+
+
+@st.composite
+def mutated(draw: st.DrawFn) -> str:
+    text = draw(st.sampled_from(VALID))
+    for _ in range(draw(st.integers(1, 4))):
+        position = draw(st.integers(0, len(text)))
+        action = draw(st.sampled_from(["insert", "delete", "replace", "token"]))
+        if action == "insert":
+            text = text[:position] + draw(ALPHABET) + text[position:]
+        elif action == "delete":
+            width = draw(st.integers(1, 6))
+            text = text[:position] + text[position + width:]
+        elif action == "replace":
+            text = text[:position] + draw(ALPHABET) + text[position + 1:]
+        else:
+            text = text[:position] + " " + draw(TOKENS) + " " + text[position:]
+    return text
+
+
+@SETTINGS
+@given(mutated())
+def test_mutated_valid_queries_only_raise_eql_errors(text: str) -> None:
+    _check(text)
+
+
+def test_corpus_is_valid() -> None:
+    for text in VALID:
+        assert isinstance(parse(text), ast.Query)
