@@ -330,8 +330,9 @@ class OpenSearchTarget:
     """The OpenSearch Alerting target for ``dac plan``/``dac deploy`` (see deployer.targets.base)."""
 
     kind = "opensearch"
-    # The rule version is informational: a change to it alone does not rewrite a monitor.
-    compare_ignore: Collection[str] = ("ui_metadata.dac.rule_version",)
+    # Informational: the rule version, and the body hash (every field it covers is compared
+    # through the normal form already).
+    compare_ignore: Collection[str] = ("ui_metadata.dac.rule_version", "ui_metadata.dac.fingerprint")
 
     def __init__(self, client: OpenSearchClient, name: str = "") -> None:
         self.client = client
@@ -361,16 +362,22 @@ class OpenSearchTarget:
         wanted = set(rule_ids)
         out: dict[str, dict[str, Any]] = {}
         self._stored = {}
-        for hit in self.client.search_monitors():
+        hits = self.client.search_monitors()
+        # Owned monitors first, so a hand-made copy carrying the same rule_id never shadows ours.
+        hits.sort(key=lambda h: (not is_owned(h["monitor"]), str(h["_id"])))
+        for hit in hits:
             monitor = hit["monitor"]
             meta = (monitor.get("ui_metadata") or {}).get(OWNER_KEY) or {}
             rid = meta.get("rule_id")
-            if not rid or not (is_owned(monitor) or rid in wanted):
+            owned = is_owned(monitor)
+            if not rid or not (owned or rid in wanted):
                 continue
             rid = str(rid)
             if rid in self._stored:
-                # Two monitors for one rule (e.g. an interrupted create): keep the first, delete
-                # the extra on the next prune by giving it a distinct key.
+                if not owned:
+                    continue
+                # A second owned monitor for one rule (e.g. an interrupted create): give it its
+                # own key so the plan lists it as an orphan and --prune removes it.
                 rid = f"{rid}#duplicate:{hit['_id']}"
             self._stored[rid] = _Stored(str(hit["_id"]), hit["_seq_no"], hit["_primary_term"], monitor)
             out[rid] = normalise(monitor)

@@ -1,0 +1,144 @@
+"""End to end on a real OpenSearch with Alerting: deploy, idempotency, fixtures alert, prune.
+
+Uses the session fixture ``opensearch`` (tests/integration/conftest.py), which starts a local
+OpenSearch and yields an object with ``.url``.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from deployer.rules.loader import load_rule_files
+from deployer.targets.opensearch import OpenSearchClient, OpenSearchTarget, deploy, iter_owned
+from deployer.targets.opensearch_compile import NAME_PREFIX, compile_rule
+from deployer.targets.opensearch_verify import deploy_templates, verify
+from deployer.targets.plan import CREATE, DELETE, UNCHANGED
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+TEST_RULES = REPO / "tests" / "data" / "opensearch"
+CONTENT = REPO / "detections"
+
+# Used only when the repository's mapping templates are not available: every string a keyword,
+# which is what the ECS templates give the fields the test rules use.
+FALLBACK_TEMPLATE = {
+    "index_templates": {
+        "dac-test-logs-endpoint": {
+            "index_patterns": ["logs-endpoint.events.*"],
+            "priority": 1,
+            "template": {
+                "mappings": {
+                    "dynamic_templates": [
+                        {"strings": {"match_mapping_type": "string", "mapping": {"type": "keyword"}}}
+                    ],
+                    "properties": {"@timestamp": {"type": "date"}},
+                }
+            },
+        }
+    }
+}
+
+
+def _templates() -> Any:
+    try:
+        from deployer.mappings import load_templates
+    except ImportError:
+        return FALLBACK_TEMPLATE
+    return load_templates(REPO, "opensearch")
+
+
+def _rules(*paths: Path) -> list[Any]:
+    loaded = load_rule_files([p for p in paths if p.exists()])
+    errors = [f for f in loaded.findings if str(f.severity).lower() == "error"]
+    assert not errors, errors
+    return loaded.rules
+
+
+@pytest.fixture(scope="module")
+def client(opensearch: Any) -> Any:
+    c = OpenSearchClient(opensearch.url, verify=False if opensearch.url.startswith("https") else True)
+    c.require_alerting()
+    deploy_templates(c, _templates())
+    yield c
+    c.close()
+
+
+def _wipe_owned(client: OpenSearchClient) -> None:
+    for monitor_id, _monitor in iter_owned(client):
+        client.delete_monitor(monitor_id)
+
+
+def test_deploy_twice_second_writes_nothing(client: OpenSearchClient) -> None:
+    _wipe_owned(client)
+    rules = _rules(TEST_RULES, CONTENT)
+    first_plan, first = deploy(OpenSearchTarget(client), rules)
+    target = OpenSearchTarget(client)
+    second_plan, second = deploy(target, rules)
+    assert first and all(r.ok for r in first), first
+    assert len(first_plan.of(CREATE)) == len(target.compiled)
+    assert not second_plan.has_changes, second_plan.render_text()
+    assert second == []
+    assert len(second_plan.of(UNCHANGED)) == len(target.compiled)
+    # A real change is detected and written as an update of only the fields that differ.
+    changed = copy.deepcopy(rules[0].data) if rules[0].rule_id in target.compiled else None
+    if changed is not None:
+        changed["severity"] = "low" if changed.get("severity") != "low" else "high"
+        desired = {rules[0].rule_id: target.desired([changed])[rules[0].rule_id]}
+        current = target.read_current(desired)
+        from deployer.targets.plan import build_plan
+
+        plan = build_plan(desired, current, owned=target.owned, ignore=target.compare_ignore)
+        assert [c.action for c in plan.changes] == ["update"]
+        assert plan.changes[0].changed_paths() == {"triggers"}
+
+
+def test_every_fixture_alerts_for_the_right_entity_and_no_near_miss_does(client: OpenSearchClient) -> None:
+    rules = _rules(TEST_RULES, CONTENT)
+    report = verify(client, rules)
+    assert report.outcomes, "no fixtures were replayed"
+    failures = [f"{o.rule_id} / {o.name} ({o.expect}): {o.message}" for o in report.outcomes if not o.ok]
+    assert not failures, "\n".join(failures)
+    counts = report.counts()
+    assert counts["positive_alerted"] == counts["positive_total"] > 0
+    assert counts["near_miss_silent"] == counts["near_miss_total"] > 0
+    # The test rules include one over alerts and one with `until`: refused, never approximated.
+    refused = {r.rule_id: r.construct for r in report.refused}
+    assert refused["dac-os-test-over-alerts"] == "rule over other rules' alerts"
+    assert refused["dac-os-test-until"] == "until"
+
+
+def test_prune_removes_only_owned_monitors(client: OpenSearchClient) -> None:
+    _wipe_owned(client)
+    rules = _rules(TEST_RULES)
+    deploy(OpenSearchTarget(client), rules)
+    spawn = next(r for r in rules if r.rule_id == "dac-os-test-app-spawn")
+    base = compile_rule(spawn.data, rule_id=spawn.rule_id).monitor
+    # Someone else's monitor, one that only looks like ours by name, and one that carries a copied
+    # marker under another name: none of them is owned, none may be deleted.
+    foreign = copy.deepcopy(base)
+    foreign["name"] = "SOC hand-made monitor"
+    foreign.pop("ui_metadata")
+    lookalike = copy.deepcopy(base)
+    lookalike["name"] = NAME_PREFIX + "looks like ours"
+    lookalike.pop("ui_metadata")
+    copied_marker = copy.deepcopy(base)
+    copied_marker["name"] = "renamed by hand"
+    foreign_ids = [client.create_monitor(m) for m in (foreign, lookalike, copied_marker)]
+    try:
+        keep = [r for r in rules if r.rule_id == "dac-os-test-child-network"]
+        plan, results = deploy(OpenSearchTarget(client), keep, prune=True)
+        deleted = {c.rule_id for c in plan.of(DELETE)}
+        assert deleted == {"dac-os-test-app-spawn"}
+        assert all(r.ok for r in results)
+        remaining = {hit["_id"] for hit in client.search_monitors()}
+        assert set(foreign_ids) <= remaining
+        owned_rules = {m["ui_metadata"]["dac"]["rule_id"] for _id, m in iter_owned(client)}
+        assert owned_rules == {"dac-os-test-child-network"}
+    finally:
+        for monitor_id in foreign_ids:
+            client.delete_monitor(monitor_id)
