@@ -249,7 +249,7 @@ def load_rule_text(raw: bytes | str, path: str | Path = "<string>") -> tuple[Rul
     except RecursionError:
         return None, [_finding(display, 1, 1, "yaml", "invalid YAML: nesting is too deep")]
 
-    if root is None:
+    if root is None or (isinstance(root, yaml.ScalarNode) and root.tag.endswith(":null") and not root.value):
         return None, [
             _finding(
                 display,
