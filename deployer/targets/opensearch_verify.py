@@ -247,7 +247,8 @@ def expected_entities(
     return out
 
 
-def _bulk(client: OpenSearchClient, index: str, events: Sequence[Mapping[str, Any]]) -> None:
+def bulk_index(client: OpenSearchClient, index: str, events: Sequence[Mapping[str, Any]]) -> None:
+    """Write events in order (so ``_seq_no`` follows the fixture) and refresh."""
     lines = []
     for event in events:
         # `create` works for plain indices and for data streams alike.
@@ -261,7 +262,8 @@ def _bulk(client: OpenSearchClient, index: str, events: Sequence[Mapping[str, An
                 raise TargetError(f"indexing into {index} failed: {err.get('type')}: {err.get('reason')}")
 
 
-def _clear(client: OpenSearchClient, indices: Iterable[str]) -> None:
+def clear_indices(client: OpenSearchClient, indices: Iterable[str]) -> None:
+    """Delete every document of the given indices (missing indices are fine)."""
     for index in sorted(set(indices)):
         client.request(
             "POST",
@@ -309,8 +311,8 @@ def replay_fixture(
     """Empty the rule's replay index, then write the events shifted to now; return the index."""
     index = replay_index(compiled)
     shifted, _span = shift_events(events, int(time.time() * 1000), compiled.timestamp_field)
-    _clear(client, [index])
-    _bulk(client, index, shifted)
+    clear_indices(client, [index])
+    bulk_index(client, index, shifted)
     return index
 
 
@@ -416,8 +418,8 @@ def verify(
                         f"fixture spans {span // 1000}s, longer than the monitor's {compiled.lookback_ms // 1000}s "
                         "look-back; its earliest events are outside the window"
                     )
-                _clear(client, replay_indices)
-                _bulk(client, replay_index(compiled), shifted)
+                clear_indices(client, replay_indices)
+                bulk_index(client, replay_index(compiled), shifted)
                 result = client.execute_monitor(monitor_ids[compiled.rule_id])
                 outcome.alerted = alerted_entities(result, compiled.rule_id)
                 outcome.persisted = persisted_entities(client, monitor_ids[compiled.rule_id])
@@ -429,7 +431,7 @@ def verify(
             if on_outcome is not None:
                 on_outcome(outcome)
     if not keep_events:
-        _clear(client, replay_indices)
+        clear_indices(client, replay_indices)
     return report
 
 
