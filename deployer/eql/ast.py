@@ -19,6 +19,7 @@ Shape overview::
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from typing import ClassVar
@@ -50,6 +51,7 @@ __all__ = [
     "Query",
     "walk",
     "field_refs",
+    "to_eql",
     "COMPARISON_OPS",
     "IN_OPS",
     "PATTERN_OPS",
@@ -375,6 +377,141 @@ def field_refs(node: Node) -> Iterator[Field]:
     for item in walk(node):
         if isinstance(item, Field):
             yield item
+
+
+# ---------------------------------------------------------------- formatting
+
+_KEYWORDS = frozenset({
+    "and", "any", "by", "false", "in", "join", "like", "maxspan", "not", "null", "of", "or",
+    "regex", "sample", "sequence", "true", "until", "where", "with",
+})
+_PLAIN_NAME = re.compile(r"[A-Za-z_@][A-Za-z0-9_]*\Z")
+_STRING_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b",
+                   "\f": "\\f"}
+
+# Binding strength of each expression kind when printed (higher binds tighter).
+_OR, _AND, _NOT, _CMP, _ADD, _MUL, _UNARY, _PRIMARY = range(1, 9)
+
+
+def to_eql(node: Node) -> str:
+    """Render a node as EQL text that parses back to an equal node."""
+    if isinstance(node, Query):
+        return to_eql(node.body) + "".join(f" | {pipe.name} {pipe.count}" for pipe in node.pipes)
+    if isinstance(node, Sequence):
+        head = "sequence" + _by(node.by)
+        if node.maxspan is not None:
+            head += f" with maxspan={node.maxspan.amount}{node.maxspan.unit}"
+        lines = [head, *(f"  {to_eql(step)}" for step in node.steps)]
+        if node.until is not None:
+            lines.append(f"until {to_eql(node.until)}")
+        return "\n".join(lines)
+    if isinstance(node, Sample):
+        return "\n".join(["sample" + _by(node.by), *(f"  {to_eql(step)}" for step in node.steps)])
+    if isinstance(node, Step):
+        text = ("![" if node.missing else "[") + to_eql(node.query) + "]" + _by(node.by)
+        return text + (f" with runs={node.runs}" if node.runs != 1 else "")
+    if isinstance(node, EventQuery):
+        if node.category is None:
+            category = "any"
+        elif _PLAIN_NAME.match(node.category) and node.category not in _KEYWORDS:
+            category = node.category
+        else:
+            category = _string(node.category, raw=False)
+        return f"{category} where {to_eql(node.condition)}"
+    if isinstance(node, MaxSpan):
+        return f"{node.amount}{node.unit}"
+    if isinstance(node, Pipe):
+        return f"{node.name} {node.count}"
+    if isinstance(node, Expr):
+        return _expr(node, 0)
+    raise TypeError(f"cannot format {type(node).__name__}")
+
+
+def _by(keys: tuple[Field, ...]) -> str:
+    return (" by " + ", ".join(_expr(key, 0) for key in keys)) if keys else ""
+
+
+def _string(value: str, raw: bool) -> str:
+    if raw and '"""' not in value and "\n" not in value and "\r" not in value:
+        return f'"""{value}"""'
+    out = []
+    for char in value:
+        if char in _STRING_ESCAPES:
+            out.append(_STRING_ESCAPES[char])
+        elif ord(char) < 0x20 or ord(char) == 0x7F:
+            out.append(f"\\u{{{ord(char):02x}}}")
+        else:
+            out.append(char)
+    return '"' + "".join(out) + '"'
+
+
+def _name(part: str) -> str:
+    if _PLAIN_NAME.match(part) and part not in _KEYWORDS:
+        return part
+    return "`" + part.replace("`", "``") + "`"
+
+
+def _strength(node: Expr) -> int:
+    if isinstance(node, Or):
+        return _OR
+    if isinstance(node, And):
+        return _AND
+    if isinstance(node, Not):
+        return _NOT
+    if isinstance(node, Comparison):
+        return _CMP
+    if isinstance(node, Arithmetic):
+        return _ADD if node.op in "+-" else _MUL
+    if isinstance(node, Negate):
+        return _UNARY
+    if isinstance(node, NumberLiteral) and node.value < 0:
+        return _UNARY  # printed with a leading minus, which the grammar reads as unary
+    if isinstance(node, InList | PatternMatch):
+        return _UNARY  # a predicate binds to a primary but prints after it
+    return _PRIMARY
+
+
+def _expr(node: Expr, needed: int) -> str:
+    text = _expr_text(node)
+    return f"({text})" if _strength(node) < needed else text
+
+
+def _expr_text(node: Expr) -> str:
+    if isinstance(node, StringLiteral):
+        return _string(node.value, node.raw)
+    if isinstance(node, BooleanLiteral):
+        return "true" if node.value else "false"
+    if isinstance(node, NullLiteral):
+        return "null"
+    if isinstance(node, NumberLiteral):
+        return repr(node.value)
+    if isinstance(node, Field):
+        return ("?" if node.optional else "") + ".".join(_name(part) for part in node.path)
+    if isinstance(node, FunctionCall):
+        args = ", ".join(_expr(arg, 0) for arg in node.args)
+        return f"{node.name}{'~' if node.case_insensitive else ''}({args})"
+    if isinstance(node, Or):
+        return " or ".join(_expr(item, _AND) for item in node.operands)
+    if isinstance(node, And):
+        return " and ".join(_expr(item, _NOT) for item in node.operands)
+    if isinstance(node, Not):
+        return "not " + _expr(node.operand, _NOT)
+    if isinstance(node, Comparison):
+        return f"{_expr(node.left, _ADD)} {node.op} {_expr(node.right, _ADD)}"
+    if isinstance(node, Arithmetic):
+        level = _strength(node)
+        return f"{_expr(node.left, level)} {node.op} {_expr(node.right, level + 1)}"
+    if isinstance(node, Negate):
+        return "-" + _expr(node.operand, _UNARY)
+    if isinstance(node, InList):
+        values = ", ".join(_expr(value, 0) for value in node.values)
+        return f"{_expr(node.expr, _PRIMARY)} {node.op} ({values})"
+    if isinstance(node, PatternMatch):
+        patterns = ", ".join(_expr(value, _PRIMARY) for value in node.patterns)
+        if node.is_list or len(node.patterns) != 1:
+            patterns = f"({patterns})"
+        return f"{_expr(node.expr, _PRIMARY)} {node.op} {patterns}"
+    raise TypeError(f"cannot format {type(node).__name__}")
 
 
 def _check_children_declared() -> None:
