@@ -26,6 +26,8 @@ from deployer.targets.base import TargetError
 log = logging.getLogger("dac.http")
 
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
+# Looked up at call time so tests can record the backoff schedule instead of waiting it out.
+_sleep = time.sleep
 
 
 class HttpError(TargetError):
@@ -202,7 +204,7 @@ class HttpClient:
         retry: RetryPolicy | None = None,
         headers: Mapping[str, str] | None = None,
         service: str = "server",
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
     ) -> None:
         self.base_url = safe_url(base_url)
         self.service = service
@@ -278,7 +280,7 @@ class HttpClient:
                         hint="check the URL and that the server is running and reachable from here",
                     ) from None
                 log.info("%s %s: %s, retrying in %.1fs", method, path, kind, delay)
-                self._sleep(delay)
+                (self._sleep or _sleep)(delay)
                 attempt += 1
                 continue
             log.debug("%s %s -> %s", method, path, resp.status_code)
@@ -289,7 +291,7 @@ class HttpClient:
                 delay = policy.backoff(attempt) if delay is None else min(delay, policy.max_delay * 3)
                 if time.monotonic() + delay <= deadline:
                     log.info("%s %s: HTTP %s, retrying in %.1fs", method, path, resp.status_code, delay)
-                    self._sleep(delay)
+                    (self._sleep or _sleep)(delay)
                     attempt += 1
                     continue
             raise self._error(method, path, resp)

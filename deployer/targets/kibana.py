@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -64,7 +63,7 @@ class KibanaClient:
         verify: bool | str = True,
         timeout: float = 30.0,
         retry: RetryPolicy | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
     ) -> None:
         if space and not _SPACE_ID.match(space):
             raise TargetError(f"invalid Kibana space id {space!r}", hint="space ids use a-z, 0-9, _ and -")

@@ -1,0 +1,138 @@
+"""Fixtures for the Kibana contract tests: the spec-validating server, rule files, a CLI runner."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from kibana_contract_server import KibanaContractServer, KibanaSpec
+
+# An API key as `id:key`; what a user exports is its base64 form. Tests grep output for both.
+RAW_API_KEY = "dacTestKeyId:s3cr3t-Contract-K3y-9f2b"
+PASSWORD = "Sup3r-Secret-Pa55word"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark everything under tests/contract with the `contract` marker."""
+    for item in items:
+        if "tests/contract/" in str(item.fspath).replace("\\", "/"):
+            item.add_marker(pytest.mark.contract)
+
+
+@pytest.fixture(scope="session")
+def kibana_spec(shared_dir: Path) -> KibanaSpec:
+    """Kibana's published OpenAPI spec for the detection engine (skips when it is absent)."""
+    path = shared_dir / "apis" / "kibana-detections-oas.yaml"
+    if not path.is_file():
+        pytest.skip(f"Kibana's OpenAPI spec is absent ({path}); contract tests need it")
+    return KibanaSpec(path)
+
+
+@pytest.fixture
+def kibana(kibana_spec: KibanaSpec) -> Iterator[KibanaContractServer]:
+    """A running contract server accepting RAW_API_KEY and elastic/PASSWORD."""
+    server = KibanaContractServer(kibana_spec)
+    server.add_api_key(RAW_API_KEY)
+    server.state.users["elastic"] = PASSWORD
+    server.start()
+    yield server
+    server.stop()
+    assert not server.state.spec_violations, server.state.spec_violations
+
+
+@pytest.fixture
+def env(kibana: KibanaContractServer) -> dict[str, str]:
+    """Environment for the CLI: URL and API key of the contract server."""
+    encoded = next(iter(kibana.state.api_keys))
+    return {"KIBANA_URL": kibana.url, "KIBANA_API_KEY": encoded, "DAC_CONFIG": ""}
+
+
+def rule_yaml(
+    i: int, *, prefix: str = "gen", enabled: bool = False, severity: str = "medium", extra: str = ""
+) -> str:
+    """Return a valid rule file for rule number i."""
+    return f"""\
+rule_id: {prefix}-rule-{i:04d}
+name: Generated rule {prefix} {i:04d}
+description: Generated for the Kibana contract tests.
+type: eql
+language: eql
+query: |
+  sequence by process.entity_id with maxspan=1m
+    [process where event.type == "start" and process.name == "tool{i:04d}.exe"]
+    [network where event.type == "connection"]
+index:
+  - logs-endpoint.events.*
+severity: {severity}
+risk_score: 47
+tags:
+  - generated
+threat:
+  - framework: MITRE ATT&CK
+    tactic:
+      id: TA0002
+      name: Execution
+      reference: https://attack.mitre.org/tactics/TA0002/
+    technique:
+      - id: T1059
+        name: Command and Scripting Interpreter
+        reference: https://attack.mitre.org/techniques/T1059/
+enabled: {str(enabled).lower()}
+{extra}metadata:
+  implements: [T1059]
+  platforms: [windows]
+  maturity: experimental
+  owner: detection-engineering
+"""
+
+
+def write_rules(root: Path, n: int, **kw: object) -> Path:
+    """Write n rule files under root/detections/windows and return the detections directory."""
+    d = root / "detections" / "windows"
+    d.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        (d / f"rule_{i:04d}.yaml").write_text(rule_yaml(i, **kw), encoding="utf-8")  # type: ignore[arg-type]
+    return root / "detections"
+
+
+@dataclass
+class Run:
+    """The outcome of one CLI invocation."""
+
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> dict:
+        """Parse stdout as JSON."""
+        return json.loads(self.stdout)
+
+
+@pytest.fixture
+def dac(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Run `dac ...` in-process from tmp_path (no dac.yaml above it) and capture both streams."""
+    from deployer.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DAC_CONFIG", raising=False)
+    for var in (
+        "KIBANA_URL",
+        "KIBANA_API_KEY",
+        "KIBANA_USERNAME",
+        "KIBANA_PASSWORD",
+        "KIBANA_SPACE",
+        "DAC_TARGET",
+    ):
+        monkeypatch.delenv(var, raising=False)
+
+    def run(*args: str, env: dict[str, str] | None = None) -> Run:
+        runner = CliRunner()
+        clean = {k: v for k, v in (env or {}).items() if v != ""}
+        result = runner.invoke(main, list(args), env=clean, catch_exceptions=False)
+        return Run(result.exit_code, result.stdout, result.stderr)
+
+    return run
