@@ -112,6 +112,7 @@ def test_active_query_parses(suite: str, name: str, query: str) -> None:
     for node in ast.walk(parsed):
         assert 1 <= node.line <= len(lines)
         assert 1 <= node.column <= len(lines[node.line - 1]) + 1
+    assert parse(ast.to_eql(parsed)) == parsed
 
 
 @pytest.mark.skipif(not SUITE_FILES, reason=SKIP_REASON)

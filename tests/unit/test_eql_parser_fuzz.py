@@ -56,6 +56,8 @@ def _check(text: str) -> None:
     assert isinstance(query, ast.Query)
     for node in ast.walk(query):
         assert node.line >= 1 and node.column >= 1
+    # Whatever parses can be printed back and reparsed to the same tree.
+    assert parse(ast.to_eql(query)) == query
 
 
 @SETTINGS
@@ -103,3 +105,25 @@ def test_mutated_valid_queries_only_raise_eql_errors(text: str) -> None:
 def test_corpus_is_valid() -> None:
     for text in VALID:
         assert isinstance(parse(text), ast.Query)
+
+
+@SETTINGS
+@given(
+    value=st.text(max_size=30),
+    raw=st.booleans(),
+    path=st.lists(st.text(min_size=1, max_size=8), min_size=1, max_size=3),
+    optional=st.booleans(),
+    category=st.one_of(st.none(), st.text(max_size=10).filter(lambda c: "\n" not in c and "\r" not in c)),
+)
+def test_any_string_and_field_name_round_trips(
+    value: str, raw: bool, path: list[str], optional: bool, category: str | None
+) -> None:
+    condition = ast.Comparison("==", ast.Field(tuple(path), optional), ast.StringLiteral(value, raw))
+    query = ast.Query(ast.EventQuery(category, condition))
+    text = ast.to_eql(query)
+    reparsed = parse(text)
+    expected_raw = raw and '"""' not in value and "\n" not in value and "\r" not in value
+    assert reparsed == ast.Query(
+        ast.EventQuery(category, ast.Comparison("==", ast.Field(tuple(path), optional),
+                                                ast.StringLiteral(value, expected_raw)))
+    )
