@@ -4,8 +4,9 @@ The grammar (``grammar.lark``) is parsed with lark's LALR(1) parser. Tokens come
 tokenizer below, which follows Elasticsearch's lexical rules (EqlBase.g4) exactly and also
 rejects, at the offending token, the constructs Elasticsearch recognises only to refuse them
 (``join``, lineage ``of``, array indexes, unknown pipes, single-quoted and ``?"..."`` strings).
-Semantic rules Elasticsearch applies right after parsing (maxspan units, ``runs`` bounds, join key
-counts, function names, field-to-field comparisons) are checked while the AST is built.
+Rules Elasticsearch applies while building its plan (maxspan units, ``runs`` bounds, join key
+counts, pipe arguments) are checked as each rule is reduced; the checks its verifier makes later
+(function names and arity, field-to-field comparisons) run once the whole statement has parsed.
 """
 
 from __future__ import annotations
@@ -59,7 +60,6 @@ FUNCTIONS: dict[str, tuple[str, int, int | None, bool]] = {
 _SUPPORTED_PIPES = ("head", "tail")
 # Pipes Elasticsearch recognises by name but refuses to run (Endgame EQL had them).
 _KNOWN_PIPES = ("count", "filter", "head", "sort", "tail", "unique", "unique_count")
-_LINEAGE = ("child", "descendant", "event")
 _MAX_RUNS = 100
 _LONG_MAX = 2**63 - 1
 
@@ -264,16 +264,6 @@ def _tspan(token: Token) -> dict[str, int]:
             "end_column": token.end_column}
 
 
-def _nspan(node: ast.Node) -> dict[str, int]:
-    return {"line": node.line, "column": node.column, "end_line": node.end_line,
-            "end_column": node.end_column}
-
-
-def _join_span(first: ast.Node | Token, last: ast.Node | Token) -> dict[str, int]:
-    return {"line": first.line, "column": first.column, "end_line": last.end_line,  # type: ignore[union-attr]
-            "end_column": last.end_column}  # type: ignore[union-attr]
-
-
 _ESCAPES = {"t": "\t", "b": "\b", "f": "\f", "n": "\n", "r": "\r", '"': '"', "'": "'", "\\": "\\"}
 _UNICODE_RE = re.compile(r"u\{([0-9A-Fa-f]*)\}")
 
@@ -338,10 +328,10 @@ def _number(token: Token) -> ast.NumberLiteral:
     return ast.NumberLiteral(number, **span)
 
 
-def _has_field(node: ast.Node, *, optional_too: bool = False) -> ast.Field | None:
-    """First field reference under ``node`` (non-optional ones only unless ``optional_too``)."""
+def _has_field(node: ast.Node) -> ast.Field | None:
+    """First non-optional field reference under ``node`` (an unmapped ``?field`` folds to null)."""
     for item in ast.walk(node):
-        if isinstance(item, ast.Field) and (optional_too or not item.optional):
+        if isinstance(item, ast.Field) and not item.optional:
             return item
     return None
 
@@ -445,7 +435,7 @@ class _Builder(Transformer):
         category = None if head.type == "ANY" else str(head)
         return ast.EventQuery(category, condition, **_span(children))
 
-    def event_value(self, children: list[Any]) -> str:
+    def event_value(self, children: list[Any]) -> Token:
         (token,) = children
         if token.type == "STRING":
             return Token.new_borrow_pos("EVENT_VALUE", _decode_string(token).value, token)
@@ -798,7 +788,7 @@ def parse(text: str) -> ast.Query:
         return _get_parser().parse(text)  # type: ignore[return-value]
     except EqlSyntaxError:
         raise
-    except VisitError as exc:  # an exception raised inside a builder callback
+    except VisitError as exc:  # defensive: lark versions that wrap callback exceptions
         if isinstance(exc.orig_exc, EqlSyntaxError):
             raise exc.orig_exc from None
         raise
