@@ -33,6 +33,7 @@ from typing import Any
 
 from deployer.config import CONFIG_FILE, ConfigError, load_config
 from deployer.targets.base import TargetError
+from deployer.targets.http import safe_url
 
 KINDS = ("kibana", "opensearch")
 _TRUE = {"1", "true", "yes", "on"}
@@ -160,6 +161,8 @@ def resolve_target(
             "no target URL",
             hint=f"pass --target NAME (dac.yaml) or --{cfg_kind}-url URL, or set {env_prefix}_URL",
         )
+    # Checked here, before anything can print the URL: it must not carry credentials.
+    cfg_url = safe_url(cfg_url)
     cfg_ca = ca_cert or entry.get("ca_cert") or env.get(f"{env_prefix}_CA_CERT")
     if cfg_ca and not Path(cfg_ca).is_absolute() and entry.get("ca_cert") == cfg_ca:
         cfg_ca = str(root / cfg_ca)  # paths in dac.yaml are relative to the repository
