@@ -561,12 +561,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._query(path, method.lower(), query)
             if method == "POST":
                 rec.write = True
-                body = self._json_body(raw, spec.component("RuleCreateProps"))
-                pointer = spec.create_schema_for(body.get("type"))
-                if pointer:
-                    errors = spec.errors(pointer, body)
-                    if errors:
-                        raise _platform_error(400, "Bad Request", "[request body]: " + ", ".join(errors[:5]))
+                body = self._json_body(raw, None)
+                # Follow the spec's discriminator on `type` so messages name the failing field.
+                pointer = spec.create_schema_for(body.get("type") if isinstance(body, dict) else None)
+                errors = spec.errors(pointer or spec.component("RuleCreateProps"), body)
+                if errors:
+                    raise _platform_error(400, "Bad Request", "[request body]: " + ", ".join(errors[:5]))
                 if body.get("rule_id") in srv.rules(space):
                     raise _siem_error(409, f'rule_id: "{body["rule_id"]}" already exists')
                 return 200, srv._store(space, body, None), {}
