@@ -134,7 +134,7 @@ def _base_alert(source: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
     event = dict(event)
     event["kind"] = SIGNAL
     doc["event"] = event
-    ts = source.get("@timestamp")
+    ts = alert_time(source.get("@timestamp"))
     alert: dict[str, Any] = {
         "rule": {
             "rule_id": info["rule_id"],
@@ -154,6 +154,16 @@ def _base_alert(source: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
     doc["kibana"] = {"alert": {k: v for k, v in alert.items() if v is not None}}
     doc["@timestamp"] = ts
     return doc
+
+
+def alert_time(value: Any) -> Any:
+    """A source timestamp as Kibana writes alert dates (ISO-8601, UTC, milliseconds)."""
+    from deployer.eql.values import format_timestamp, parse_timestamp
+
+    try:
+        return format_timestamp(parse_timestamp(value))
+    except (ValueError, TypeError, OverflowError, OSError):
+        return value
 
 
 def _ancestors(source: dict[str, Any]) -> list[dict[str, Any]]:
@@ -211,8 +221,8 @@ def alerts_for_match(
     else:
         ka_shell.pop("building_block_type", None)
     # The sequence exists once its last event has happened: that is the shell's time offline.
-    ka_shell["original_time"] = present[0].get("@timestamp")
-    shell["@timestamp"] = present[-1].get("@timestamp")
+    ka_shell["original_time"] = alert_time(present[0].get("@timestamp"))
+    shell["@timestamp"] = alert_time(present[-1].get("@timestamp"))
     _set_path(shell, "event.kind", SIGNAL)
     return [*blocks, shell]
 

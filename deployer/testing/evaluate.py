@@ -109,17 +109,13 @@ def compile_rule(rule: RuleLike) -> Any:
     query = kibana.get("query")
     if not isinstance(query, str) or not query.strip():
         raise EvaluationError(rule.rule_id, "the rule has no query")
-    category_field = kibana.get("event_category_override")
-    if category_field and category_field != "event.category":
-        raise EvaluationError(
-            rule.rule_id, f"not supported offline: event_category_override ({category_field!r})"
-        )
-    # Kibana passes `timestamp_field` to the EQL search (ordering); `timestamp_override` only moves
-    # the search window, which offline replay does not have.
+    # Kibana passes `timestamp_field`, `tiebreaker_field` and `event_category_override` to the EQL
+    # search; `timestamp_override` only moves the search window, which offline replay does not have.
     return engine.compile_query(
         query,
         timestamp_field=kibana.get("timestamp_field") or "@timestamp",
         tiebreaker_field=kibana.get("tiebreaker_field") or None,
+        category_field=kibana.get("event_category_override") or "event.category",
     )
 
 
@@ -190,9 +186,11 @@ class Evaluator:
                 raise EvaluationError(rule_id, f"evaluation failed: {type(exc).__name__}: {exc}") from exc
             outcome = RuleOutcome(rule, matches)
             if rule_id in feeds:
-                outcome.alerts = alerts_for_matches(
-                    rule, matches, sequence=is_sequence_query(str(rule.kibana.get("query", "")))
+                kind = getattr(self.program(rule), "kind", None)
+                sequence = (
+                    kind == "sequence" if kind else is_sequence_query(str(rule.kibana.get("query", "")))
                 )
+                outcome.alerts = alerts_for_matches(rule, matches, sequence=sequence)
                 outcome.alerts.sort(key=_time_key)
             outcomes[rule_id] = outcome
             if rule_id in wanted:

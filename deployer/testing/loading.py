@@ -23,6 +23,8 @@ class LoadedRules:
 
 def format_finding(finding: Any) -> str:
     """A finding as `path:line:col: rule_id: message (hint)`."""
+    if hasattr(finding, "format_text"):
+        return finding.format_text()
     where = str(getattr(finding, "path", "") or "")
     line = getattr(finding, "line", None)
     col = getattr(finding, "column", None)

@@ -132,4 +132,5 @@ def test_unloadable_rule_file_fails_the_run(tmp_path: Path) -> None:
     (tmp_path / "rules" / "broken.yaml").write_text("rule_id: [unclosed\n")
     result = _test(str(tmp_path / "rules"))
     assert result.exit_code == 1
-    assert "broken.yaml:1" in result.stdout
+    assert "broken.yaml:2:1:" in result.stdout and "invalid YAML" in result.stdout
+    assert "1 rule files not loaded" in result.stdout

@@ -134,6 +134,11 @@ def test_get_path_nested_and_dotted() -> None:
     assert get_path(doc, "process.missing") is None
 
 
+def test_epoch_millis_become_iso_dates() -> None:
+    (doc,) = alerts_for_match(PLAIN_RULE, [{**E1, "@timestamp": 1714564812000}], sequence=False)
+    assert doc["@timestamp"] == doc["kibana"]["alert"]["original_time"] == "2024-05-01T12:00:12.000Z"
+
+
 def test_event_identity() -> None:
     assert event_identity(E1) == "id:e1"
     assert event_identity({"x": 1}).startswith("sha256:")
