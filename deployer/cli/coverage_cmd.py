@@ -1,0 +1,63 @@
+"""`dac coverage`: seed steps, ATT&CK techniques and platforms covered by the rules."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+DEFAULT_RULES_DIR = Path("detections")
+
+
+@click.command("coverage")
+@click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Human tables, or one JSON document for machines.",
+)
+@click.option(
+    "--navigator",
+    "navigator_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write an ATT&CK Navigator layer (format 4.5) to this file.",
+)
+def coverage(paths: tuple[Path, ...], fmt: str, navigator_path: Path | None) -> None:
+    """Show what the rules under PATH... cover (default: detections/)."""
+    from deployer.coverage import compute, navigator_layer, render_text
+    from deployer.rules.loader import load_rule_files
+
+    if not paths:
+        if not DEFAULT_RULES_DIR.is_dir():
+            raise click.UsageError(f"no {DEFAULT_RULES_DIR}/ here; pass the rule files or directories")
+        paths = (DEFAULT_RULES_DIR,)
+    loaded = load_rule_files(list(paths))
+    errors = [
+        f.format_text() if hasattr(f, "format_text") else str(f)
+        for f in loaded.findings
+        if str(getattr(f, "severity", "error")).lower() == "error"
+    ]
+    rules = [r for r in loaded.rules if r.rule_id]
+    if not rules and not errors:
+        raise click.UsageError("no rule files found under " + ", ".join(str(p) for p in paths))
+    report = compute(rules, errors)
+
+    if navigator_path is not None:
+        try:
+            navigator_path.write_text(json.dumps(navigator_layer(report), indent=2) + "\n", encoding="utf-8")
+        except OSError as exc:
+            click.echo(f"error: cannot write {navigator_path}: {exc}", err=True)
+            sys.exit(2)
+
+    if fmt == "json":
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        click.echo(render_text(report), nl=False)
+        if navigator_path is not None:
+            click.echo(f"ATT&CK Navigator layer written to {navigator_path}")
+    sys.exit(1 if report.errors else 0)

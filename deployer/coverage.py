@@ -1,0 +1,453 @@
+"""Coverage view: which seed steps, ATT&CK techniques and platforms each rule covers.
+
+Everything is derived from fields rules already have, so coverage cannot drift from the content:
+
+- techniques and tactics from `threat` plus the technique IDs in `metadata.implements`;
+- platforms from `metadata.platforms`;
+- seed steps from the query itself: each sequence step is classified by its event category and the
+  fields it constrains (a `file` step or one on `file.path` = a file written; a `process` step on
+  `process.parent.*` = a spawn; a `network` step = network activity; a step on `process.args` of a
+  start event = the opened file named on the command line). A rule over other rules' alerts
+  (`metadata.depends_on`) covers what its dependencies' steps cover, and it only counts for a seed
+  the rule itself (or a dependency) declares in `metadata.implements`.
+
+Building blocks are listed but do not alert; a seed step is "alerting" only when a rule that is not
+a building block covers it (directly or through the rules it reads).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from deployer.eql import ast
+
+# Seed documents: analytic/detection-strategy steps the content is measured against.
+SEEDS: dict[str, dict[str, Any]] = {
+    "AN1314": {
+        "title": "User app -> file in user-writable path -> LOLBin/installer -> immediate network",
+        "platforms": ["windows"],
+        "steps": {
+            "1": "user-facing app (Office/PDF/archiver/browser) starts the chain",
+            "2": "downloaded/extracted file created in a user-writable path",
+            "3": "the app spawns a living-off-the-land binary or installer",
+            "4": "immediate outbound HTTP(S)/DNS/SMB from the same lineage",
+        },
+    },
+    "DET0294": {
+        "title": "User Execution: Malicious File via download/open -> spawn chain (T1204.002)",
+        "platforms": ["windows", "linux", "macos"],
+        "steps": {
+            "open": "the downloaded/attached file is opened or written by the handling app",
+            "spawn": "the handling app spawns a suspicious child (shell, script host, interpreter, LOLBin)",
+            "follow-on": "follow-on activity of the child (network, further children)",
+        },
+    },
+}
+
+# Step kinds found in a query.
+FILE = "file"
+OPEN_ARGS = "open-args"
+SPAWN = "spawn"
+NETWORK = "network"
+
+TACTIC_SHORTNAMES: dict[str, str] = {
+    "TA0043": "reconnaissance",
+    "TA0042": "resource-development",
+    "TA0001": "initial-access",
+    "TA0002": "execution",
+    "TA0003": "persistence",
+    "TA0004": "privilege-escalation",
+    "TA0005": "defense-evasion",
+    "TA0006": "credential-access",
+    "TA0007": "discovery",
+    "TA0008": "lateral-movement",
+    "TA0009": "collection",
+    "TA0011": "command-and-control",
+    "TA0010": "exfiltration",
+    "TA0040": "impact",
+}
+NAVIGATOR_PLATFORMS = {"windows": "Windows", "linux": "Linux", "macos": "macOS"}
+
+
+@dataclass
+class RuleCoverage:
+    """What one rule covers."""
+
+    rule_id: str
+    name: str
+    path: str
+    building_block: bool
+    severity: str | None
+    platforms: list[str]
+    implements: list[str]
+    techniques: list[str]
+    tactics: list[str]
+    technique_tactics: dict[str, list[str]]
+    depends_on: list[str]
+    step_kinds: list[list[str]]
+    seed_steps: dict[str, list[str]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready view."""
+        return {
+            "rule_id": self.rule_id,
+            "name": self.name,
+            "path": self.path,
+            "building_block": self.building_block,
+            "severity": self.severity,
+            "platforms": self.platforms,
+            "implements": self.implements,
+            "techniques": self.techniques,
+            "tactics": self.tactics,
+            "depends_on": self.depends_on,
+            "seed_steps": self.seed_steps,
+        }
+
+
+@dataclass
+class CoverageReport:
+    """Coverage of a set of rules."""
+
+    rules: list[RuleCoverage]
+    errors: list[str] = field(default_factory=list)
+
+    def seed_matrix(self) -> dict[str, dict[str, dict[str, list[str]]]]:
+        """seed → step → {"alerting": [rule ids], "building_blocks": [rule ids]}."""
+        out: dict[str, dict[str, dict[str, list[str]]]] = {}
+        for seed, spec in SEEDS.items():
+            steps: dict[str, dict[str, list[str]]] = {}
+            for step in spec["steps"]:
+                alerting = [
+                    r.rule_id
+                    for r in self.rules
+                    if step in r.seed_steps.get(seed, []) and not r.building_block
+                ]
+                blocks = [
+                    r.rule_id for r in self.rules if step in r.seed_steps.get(seed, []) and r.building_block
+                ]
+                steps[step] = {"alerting": alerting, "building_blocks": blocks}
+            out[seed] = steps
+        return out
+
+    def platform_matrix(self) -> dict[str, dict[str, list[str]]]:
+        """seed → platform → alerting rule ids that cover some step of the seed on that platform."""
+        out: dict[str, dict[str, list[str]]] = {}
+        for seed, spec in SEEDS.items():
+            out[seed] = {
+                platform: [
+                    r.rule_id
+                    for r in self.rules
+                    if not r.building_block and r.seed_steps.get(seed) and platform in r.platforms
+                ]
+                for platform in spec["platforms"]
+            }
+        return out
+
+    def technique_matrix(self) -> dict[str, list[str]]:
+        """technique ID → rule ids mapping it."""
+        out: dict[str, list[str]] = {}
+        for r in self.rules:
+            for t in r.techniques:
+                out.setdefault(t, []).append(r.rule_id)
+        return dict(sorted(out.items()))
+
+    def gaps(self) -> list[str]:
+        """Seed steps and seed platforms no alerting rule covers."""
+        out = []
+        for seed, steps in self.seed_matrix().items():
+            for step, who in steps.items():
+                if not who["alerting"]:
+                    out.append(f"{seed} step {step}: no alerting rule")
+        for seed, platforms in self.platform_matrix().items():
+            for platform, who in platforms.items():
+                if not who:
+                    out.append(f"{seed} on {platform}: no alerting rule")
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready view of the whole report."""
+        return {
+            "seeds": {
+                seed: {"title": spec["title"], "platforms": spec["platforms"], "steps": spec["steps"]}
+                for seed, spec in SEEDS.items()
+            },
+            "rules": [r.to_dict() for r in self.rules],
+            "seed_steps": self.seed_matrix(),
+            "platforms": self.platform_matrix(),
+            "techniques": self.technique_matrix(),
+            "gaps": self.gaps(),
+            "errors": self.errors,
+        }
+
+
+# ---------------------------------------------------------------- derivation
+
+
+def _field_names(node: ast.Node) -> set[str]:
+    return {".".join(f.path) for f in ast.field_refs(node)}
+
+
+def _string_values(node: ast.Node) -> set[str]:
+    return {n.value for n in ast.walk(node) if isinstance(n, ast.StringLiteral)}
+
+
+def classify_step(query: ast.EventQuery) -> list[str]:
+    """The kinds of evidence one event query (a sequence step) matches."""
+    fields = _field_names(query.condition)
+    category = query.category
+    kinds: list[str] = []
+    if category == "file" or (category in (None, "any") and "file.path" in fields):
+        kinds.append(FILE)
+    if category == "process" and any(f.startswith("process.parent.") for f in fields):
+        kinds.append(SPAWN)
+    if category in (None, "any") and "process.args" in fields and "start" in _string_values(query.condition):
+        kinds.append(OPEN_ARGS)
+    if category == "network" or (category in (None, "any") and "dns.question.name" in fields):
+        kinds.append(NETWORK)
+    return kinds
+
+
+def query_step_kinds(query_text: str) -> list[list[str]]:
+    """Per step of the query, the kinds of evidence it matches ([] for an unclassified step)."""
+    from deployer.eql import parser
+
+    tree = parser.parse(query_text)
+    body = tree.body
+    if isinstance(body, ast.EventQuery):
+        return [classify_step(body)]
+    return [classify_step(step.query) for step in body.steps if not step.missing]
+
+
+def _seed_steps(seed: str, kinds: Sequence[Sequence[str]]) -> list[str]:
+    flat = [k for step in kinds for k in step]
+    spawns = flat.count(SPAWN)
+    covered: list[str] = []
+    if seed == "AN1314":
+        if FILE in flat or SPAWN in flat:
+            covered.append("1")
+        if FILE in flat:
+            covered.append("2")
+        if SPAWN in flat:
+            covered.append("3")
+        if NETWORK in flat:
+            covered.append("4")
+    elif seed == "DET0294":
+        if FILE in flat or OPEN_ARGS in flat:
+            covered.append("open")
+        if SPAWN in flat:
+            covered.append("spawn")
+        if NETWORK in flat or spawns >= 2:
+            covered.append("follow-on")
+    return covered
+
+
+def _threat_ids(threat: Any) -> tuple[list[str], list[str], dict[str, list[str]]]:
+    techniques: list[str] = []
+    tactics: list[str] = []
+    by_technique: dict[str, list[str]] = {}
+    for entry in threat if isinstance(threat, list) else []:
+        if not isinstance(entry, Mapping):
+            continue
+        tactic = (entry.get("tactic") or {}).get("id")
+        if isinstance(tactic, str) and tactic not in tactics:
+            tactics.append(tactic)
+        for tech in entry.get("technique") or []:
+            ids = [tech.get("id")] + [
+                s.get("id") for s in tech.get("subtechnique") or [] if isinstance(s, Mapping)
+            ]
+            for tid in ids:
+                if not isinstance(tid, str):
+                    continue
+                if tid not in techniques:
+                    techniques.append(tid)
+                if isinstance(tactic, str):
+                    by_technique.setdefault(tid, [])
+                    if tactic not in by_technique[tid]:
+                        by_technique[tid].append(tactic)
+    return techniques, tactics, by_technique
+
+
+def _listify(value: Any) -> list[str]:
+    return [str(v) for v in value] if isinstance(value, list) else []
+
+
+def compute(rules: Iterable[Any], errors: Iterable[str] = ()) -> CoverageReport:
+    """Coverage of loaded rules (objects with `rule_id`, `data`/`kibana`, `metadata`, `path`)."""
+    rules = list(rules)
+    kinds_by_id: dict[str, list[list[str]]] = {}
+    problems = list(errors)
+    for rule in rules:
+        query = (rule.kibana or {}).get("query")
+        try:
+            kinds_by_id[rule.rule_id] = query_step_kinds(query) if isinstance(query, str) else []
+        except Exception as exc:  # noqa: BLE001 - a rule that does not parse still gets a row
+            problems.append(f"{rule.path}: {rule.rule_id}: query does not parse: {exc}")
+            kinds_by_id[rule.rule_id] = []
+    meta_by_id = {r.rule_id: r.metadata or {} for r in rules}
+
+    def effective_kinds(rule_id: str, seen: frozenset[str] = frozenset()) -> list[list[str]]:
+        deps = _listify(meta_by_id.get(rule_id, {}).get("depends_on"))
+        if not deps:
+            return kinds_by_id.get(rule_id, [])
+        out: list[list[str]] = []
+        for dep in deps:
+            if dep in seen or dep not in kinds_by_id:
+                if dep not in kinds_by_id:
+                    problems.append(f"{rule_id}: depends_on {dep} is not among the loaded rules")
+                continue
+            out.extend(effective_kinds(dep, seen | {rule_id}))
+        return out
+
+    def declared(rule_id: str, seen: frozenset[str] = frozenset()) -> set[str]:
+        meta = meta_by_id.get(rule_id, {})
+        out = set(_listify(meta.get("implements")))
+        for dep in _listify(meta.get("depends_on")):
+            if dep not in seen:
+                out |= declared(dep, seen | {rule_id})
+        return out
+
+    report: list[RuleCoverage] = []
+    for rule in rules:
+        kibana = rule.kibana or {}
+        meta = rule.metadata or {}
+        implements = _listify(meta.get("implements"))
+        techniques, tactics, by_technique = _threat_ids(kibana.get("threat"))
+        for item in implements:
+            if item.startswith("T") and not item.startswith("TA") and item not in techniques:
+                techniques.append(item)
+        kinds = effective_kinds(rule.rule_id)
+        seeds = declared(rule.rule_id)
+        seed_steps = {seed: _seed_steps(seed, kinds) for seed in SEEDS if seed in seeds}
+        report.append(
+            RuleCoverage(
+                rule_id=rule.rule_id,
+                name=str(kibana.get("name") or ""),
+                path=str(rule.path),
+                building_block=kibana.get("building_block_type") == "default",
+                severity=kibana.get("severity"),
+                platforms=_listify(meta.get("platforms")),
+                implements=implements,
+                techniques=techniques,
+                tactics=tactics,
+                technique_tactics=by_technique,
+                depends_on=_listify(meta.get("depends_on")),
+                step_kinds=kinds,
+                seed_steps={k: v for k, v in seed_steps.items() if v},
+            )
+        )
+    report.sort(key=lambda r: (r.building_block, r.rule_id))
+    return CoverageReport(rules=report, errors=problems)
+
+
+# ---------------------------------------------------------------- output
+
+
+def render_text(report: CoverageReport) -> str:
+    """Human-readable coverage tables."""
+    lines: list[str] = []
+    lines.append("Rules")
+    for r in report.rules:
+        kind = "building block" if r.building_block else (r.severity or "")
+        steps = "; ".join(f"{seed} {','.join(steps)}" for seed, steps in r.seed_steps.items()) or "-"
+        lines.append(f"  {r.rule_id} [{kind}] platforms={','.join(r.platforms) or '-'} seeds: {steps}")
+        lines.append(f"    techniques: {', '.join(r.techniques) or '-'}")
+        if r.depends_on:
+            lines.append(f"    reads alerts of: {', '.join(r.depends_on)}")
+    for seed, steps in report.seed_matrix().items():
+        spec = SEEDS[seed]
+        lines.append("")
+        lines.append(f"{seed}: {spec['title']}")
+        for step, who in steps.items():
+            alerting = ", ".join(who["alerting"]) or "NONE"
+            blocks = (
+                f" (building blocks: {', '.join(who['building_blocks'])})" if who["building_blocks"] else ""
+            )
+            lines.append(f"  step {step} - {spec['steps'][step]}")
+            lines.append(f"    alerting: {alerting}{blocks}")
+        for platform, who in report.platform_matrix()[seed].items():
+            lines.append(f"  {platform}: {', '.join(who) or 'NONE'}")
+    lines.append("")
+    lines.append("ATT&CK techniques")
+    for technique, who in report.technique_matrix().items():
+        lines.append(f"  {technique}: {', '.join(who)}")
+    gaps = report.gaps()
+    lines.append("")
+    lines.append("Gaps: " + ("none" if not gaps else ""))
+    lines.extend(f"  {g}" for g in gaps)
+    for err in report.errors:
+        lines.append(f"error: {err}")
+    return "\n".join(lines) + "\n"
+
+
+def navigator_layer(report: CoverageReport, name: str = "dac detection coverage") -> dict[str, Any]:
+    """An ATT&CK Navigator layer (format 4.5) scoring each technique by the rules that map it."""
+    entries: dict[tuple[str, str | None], dict[str, Any]] = {}
+    for r in report.rules:
+        for technique in r.techniques:
+            tactics = r.technique_tactics.get(technique) or [None]
+            for tactic in tactics:
+                key = (technique, TACTIC_SHORTNAMES.get(tactic) if tactic else None)
+                entry = entries.setdefault(key, {"rules": [], "alerting": 0})
+                label = f"{r.rule_id} (building block)" if r.building_block else r.rule_id
+                if label not in entry["rules"]:
+                    entry["rules"].append(label)
+                    entry["alerting"] += 0 if r.building_block else 1
+    techniques = []
+    for (technique, tactic), entry in sorted(entries.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
+        item: dict[str, Any] = {
+            "techniqueID": technique,
+            "score": entry["alerting"],
+            "color": "",
+            "comment": "Rules: " + ", ".join(entry["rules"]),
+            "enabled": True,
+            "metadata": [{"name": "rule", "value": rule} for rule in entry["rules"]],
+            "links": [],
+            "showSubtechniques": True,
+        }
+        if tactic:
+            item["tactic"] = tactic
+        techniques.append(item)
+    platforms = sorted({p for r in report.rules for p in r.platforms})
+    max_score = max((t["score"] for t in techniques), default=1) or 1
+    return {
+        "name": name,
+        "versions": {"attack": "19", "navigator": "5.1.0", "layer": "4.5"},
+        "domain": "enterprise-attack",
+        "description": "Techniques mapped by the repository's rules; score = alerting rules (building blocks listed, not scored).",
+        "filters": {"platforms": [NAVIGATOR_PLATFORMS.get(p, p) for p in platforms]},
+        "sorting": 0,
+        "layout": {
+            "layout": "side",
+            "aggregateFunction": "average",
+            "showID": True,
+            "showName": True,
+            "showAggregateScores": False,
+            "countUnscored": False,
+            "expandedSubtechniques": "annotated",
+        },
+        "hideDisabled": False,
+        "techniques": techniques,
+        "gradient": {"colors": ["#ffffffff", "#66b1ffff", "#1f5fbfff"], "minValue": 0, "maxValue": max_score},
+        "legendItems": [],
+        "metadata": [],
+        "links": [],
+        "showTacticRowBackground": False,
+        "tacticRowBackground": "#dddddd",
+        "selectTechniquesAcrossTactics": True,
+        "selectSubtechniquesWithParent": False,
+        "selectVisibleTechniques": False,
+    }
+
+
+__all__ = [
+    "SEEDS",
+    "CoverageReport",
+    "RuleCoverage",
+    "classify_step",
+    "compute",
+    "navigator_layer",
+    "query_step_kinds",
+    "render_text",
+]
