@@ -223,7 +223,9 @@ class _Compiler:
                     return v is None or (v.__class__ is list and not v)
 
                 return is_null
-            return self._quantified(f.name, self._literal_test(f.name, op, right.value))
+            test = self._literal_test(f.name, op, right.value)
+            equal_to = right.value if op == "==" and isinstance(right.value, str) else None
+            return self._quantified(f.name, test, equal_to)
         if isinstance(expr, ast.PatternMatch):
             f = self._field_of(expr.expr)
             if f is None:
@@ -237,7 +239,41 @@ class _Compiler:
             return self._quantified(f.name, self._in_test(f.name, expr))
         return None
 
-    def _quantified(self, name: str, test: Callable[[Any], bool]) -> Pred:
+    def _quantified(self, name: str, test: Callable[[Any], bool], equal_to: str | None = None) -> Pred:
+        ft = self.ftype(name)
+        if ft.coercer() is None and ft.null_value is None:
+            # Untyped field: read the document directly (the hot path of most rules).
+            get = make_getter(ft.name)
+            if equal_to is not None:
+                lit = equal_to
+
+                def pred_eq(ev: dict) -> bool:
+                    v = get(ev)
+                    if v.__class__ is str:
+                        return v == lit
+                    if v is None:
+                        return False
+                    if v.__class__ is list:
+                        for x in values_of(v):
+                            if test(x):
+                                return True
+                        return False
+                    return test(v)
+
+                return pred_eq
+
+            def pred_raw(ev: dict) -> bool:
+                v = get(ev)
+                if v is None:
+                    return False
+                if v.__class__ is list:
+                    for x in values_of(v):
+                        if test(x):
+                            return True
+                    return False
+                return test(v)
+
+            return pred_raw
         read = self.reader(name)
 
         def pred(ev: dict) -> bool:
@@ -747,17 +783,38 @@ class Program:
         the number of events. Raises ValueError at the first event that goes back in time.
         """
 
+        def disorder(pos: int, ts: int) -> ValueError:
+            return ValueError(
+                f"event #{pos} is out of order ({self.timestamp_field}={ts}); use Program.run() for unsorted input"
+            )
+
         def checked() -> Iterator[tuple[int, dict]]:
-            prev: tuple | None = None
+            timestamp, get = self._timestamp, self._ts_get
+            prev_ts = None
+            prev_tb: tuple | None = None
+            tiebreak = self._tiebreak if self._tb_get is not None else None
             for pos, ev in enumerate(events):
-                ts = self._timestamp(ev, pos)
-                order = (ts, self._tiebreak(ev)) if self._tb_get is not None else (ts,)
-                if prev is not None and order < prev:
-                    raise ValueError(
-                        f"event #{pos} is out of order ({self.timestamp_field}={ts}); "
-                        "use Program.run() for unsorted input"
-                    )
-                prev = order
+                raw = get(ev)
+                if raw.__class__ is int:
+                    ts = raw
+                else:
+                    try:
+                        ts = parse_timestamp(raw)
+                    except ValueError:
+                        ts = timestamp(ev, pos)  # raises with the event position
+                    except TypeError:
+                        ts = timestamp(ev, pos)
+                if prev_ts is not None and ts <= prev_ts:
+                    if ts < prev_ts:
+                        raise disorder(pos, ts)
+                    if tiebreak is not None:
+                        tb = tiebreak(ev)
+                        if prev_tb is not None and tb < prev_tb:
+                            raise disorder(pos, ts)
+                        prev_tb = tb
+                elif tiebreak is not None:
+                    prev_tb = tiebreak(ev)
+                prev_ts = ts
                 yield ts, ev
 
         yield from self._pipes(self._core(checked()))
@@ -806,14 +863,19 @@ class Program:
             self._until = (c.predicate(u.query.condition), c.category_test(u.query.category), c.keys(seq.keys_for(u)))
         first_positive = next(s for s in steps_ast if not s.missing)
         self._format_key = c.key_formatter(seq.keys_for(first_positive))
-        self._category_read = c.reader(c.category_field)
+        cat_type = c.ftype(c.category_field)
+        plain = cat_type.coercer() is None and cat_type.null_value is None
+        self._category_read = make_getter(cat_type.name) if plain else c.reader(c.category_field)
         # Stages grouped by category, last stage first (the order the state machine needs).
         self._by_category: dict[str, list[_Step]] = {}
         self._any_steps = [s for s in reversed(self._steps) if s.category is None]
         self._dispatch_cache: dict[Any, list[_Step]] = {}
 
     def _steps_for(self, category: Any) -> list[_Step]:
-        cache_key = tuple(category) if category.__class__ is list else category
+        if category.__class__ is list:
+            cache_key = category[0] if len(category) == 1 else tuple(category)
+        else:
+            cache_key = category
         try:
             return self._dispatch_cache[cache_key]
         except (KeyError, TypeError):
@@ -836,14 +898,31 @@ class Program:
         fmt = self._format_key
         layout = self._layout
         advance = matcher.advance
-        tick = matcher.tick
+        maxspan = self._maxspan
+        next_sweep = None
+        cache = self._dispatch_cache
         for ts, ev in stream:
-            tick(ts)
+            if maxspan is not None:
+                # Expired partial sequences are swept once per maxspan of stream time: state stays
+                # within the keys seen in the last two maxspans, at O(1) amortised cost.
+                if next_sweep is None:
+                    next_sweep = ts + maxspan
+                elif ts > next_sweep:
+                    matcher.sweep(ts)
+                    next_sweep = ts + maxspan
             if missing is not None:
                 missing.tick(ts)
             cat = read_cat(ev)
+            steps = None
+            if cat.__class__ is list:
+                if len(cat) == 1:
+                    steps = cache.get(cat[0])
+            else:
+                steps = cache.get(cat)
+            if steps is None:
+                steps = steps_for(cat)
             done: list[tuple[tuple, tuple]] | None = None
-            for st in steps_for(cat):
+            for st in steps:
                 if not st.cond(ev):
                     continue
                 keys = st.keys(ev)

@@ -53,10 +53,23 @@ _ISO_RE = re.compile(
     r"\s*(?P<z>[Zz]|[+-]\d{2}(?::?\d{2})?)?$"
 )
 _EPOCH_ORDINAL = datetime(1970, 1, 1).toordinal()
+# "YYYY-MM-DDTHH:MM:SS" -> epoch ms of that second (UTC), filled by the slow path.
+_SECONDS_CACHE: dict[str, int] = {}
 
 
 def parse_timestamp(value: Any) -> int:
     """Return epoch milliseconds from an ISO-8601 string or an epoch-millis number/numeric string."""
+    if value.__class__ is str:
+        # Fast path for the usual `2024-05-04T12:00:00.000Z` shape: the seconds prefix is cached.
+        n = len(value)
+        if (n == 24 and value[19] == "." and value[23] == "Z") or (n == 20 and value[19] == "Z"):
+            base = _SECONDS_CACHE.get(value[:19])
+            if base is not None:
+                frac = value[20:23]
+                if n == 20:
+                    return base
+                if frac.isdigit():
+                    return base + int(frac)
     if isinstance(value, bool):
         raise ValueError(f"invalid timestamp {value!r}: a boolean is not a date")
     if isinstance(value, int):
@@ -72,9 +85,14 @@ def parse_timestamp(value: Any) -> int:
         m = _ISO_RE.match(text)
         if m:
             try:
-                return _iso_to_ms(m)
+                result = _iso_to_ms(m)
             except ValueError as exc:
                 raise ValueError(f"invalid timestamp {value!r}: {exc}") from None
+            if text is value and len(value) in (20, 24) and value[19] in ".Z" and m["z"] == "Z":
+                if len(_SECONDS_CACHE) > 65536:
+                    _SECONDS_CACHE.clear()
+                _SECONDS_CACHE[value[:19]] = result - result % 1000
+            return result
         raise ValueError(
             f"invalid timestamp {value!r}: expected ISO-8601 (e.g. 2024-05-04T12:00:00.000Z) "
             "or epoch milliseconds"
@@ -130,9 +148,13 @@ def values_of(raw: Any) -> list[Any]:
     if raw is None or raw is MISSING:
         return []
     if raw.__class__ is list:
-        out: list[Any] = []
-        _collect(raw, out)
-        return out
+        for item in raw:
+            if item is None or item.__class__ is list:
+                out: list[Any] = []
+                _collect(raw, out)
+                return out
+        # Already flat and null-free (the common case): no copy.
+        return raw
     return [raw]
 
 
@@ -207,14 +229,32 @@ def make_getter(path: str | tuple[str, ...], keep_missing: bool = False) -> Call
         a, b = parts
         dotted = f"{a}.{b}"
 
+        if keep_missing:
+
+            def get2m(event: dict) -> Any:
+                o = event.get(a)
+                if o.__class__ is dict:
+                    v = o.get(b, MISSING)
+                    if v is not MISSING and v.__class__ is not dict:
+                        return v
+                elif o is None and dotted not in event:
+                    return MISSING
+                return slow(event)
+
+            return get2m
+
         def get2(event: dict) -> Any:
             o = event.get(a)
             if o.__class__ is dict:
-                v = o.get(b, MISSING)
-                if v is not MISSING and v.__class__ is not dict:
-                    return v
+                v = o.get(b)
+                if v is not None:
+                    if v.__class__ is not dict:
+                        return v
+                    return slow(event)
+                if dotted not in event:
+                    return None
             elif o is None and dotted not in event:
-                return miss
+                return None
             return slow(event)
 
         return get2
