@@ -154,7 +154,12 @@ def resolve_target(
     if cfg_kind not in KINDS:
         raise TargetError(f"target {name!r}: unknown kind {cfg_kind!r}; expected one of {', '.join(KINDS)}")
     env_prefix = "KIBANA" if cfg_kind == "kibana" else "OPENSEARCH"
-    file_url = entry.get("url") or (env.get(entry["url_env"]) if entry.get("url_env") else None)
+    file_url = entry.get("url")
+    if not file_url and entry.get("url_env") and not url:
+        file_url = env.get(entry["url_env"])
+        if not file_url:
+            # Never fall back to KIBANA_URL here: that could point a prod deploy at another cluster.
+            raise TargetError(f"target {name!r} takes its URL from ${entry['url_env']}, which is not set")
     cfg_url = url or file_url or env.get(f"{env_prefix}_URL") or ""
     if not cfg_url:
         raise TargetError(

@@ -69,6 +69,9 @@ DEFAULTS: dict[str, Any] = {
     "setup": "",
 }
 
+# Empty values that are not the same as absent ones, left for the schema to judge.
+_KEEP_EMPTY = frozenset({"rule_id", "name", "description", "query", "index", "type", "language"})
+
 # Project metadata keys copied into `meta` (tests stay in the repository: they name local files).
 META_KEYS = ("implements", "platforms", "maturity", "owner", "depends_on")
 
@@ -128,10 +131,12 @@ def normalise(body: Mapping[str, Any]) -> dict[str, Any]:
         out[key] = copy.deepcopy(value)
     for key, value in DEFAULTS.items():
         out.setdefault(key, copy.deepcopy(value))
-    # Deprecated no-op fields Kibana may echo back empty.
-    for key in ("output_index", "namespace"):
-        if out.get(key) == "":
-            del out[key]
+    # An optional field Kibana echoes back empty ("" / [] / {}) means the same as leaving it out;
+    # treating both alike keeps a rule written either way from showing a perpetual diff.
+    for key in [
+        k for k, v in out.items() if v in ("", [], {}) and k not in DEFAULTS and k not in _KEEP_EMPTY
+    ]:
+        del out[key]
     if out.get("throttle") in ("no_actions", None):
         out.pop("throttle", None)
     out["required_fields"] = [
@@ -142,8 +147,6 @@ def normalise(body: Mapping[str, Any]) -> dict[str, Any]:
         {k: v for k, v in a.items() if k != "uuid"} if isinstance(a, Mapping) else a for a in out["actions"]
     ]
     out["threat"] = [_normalise_threat(t) for t in out["threat"]]
-    if out.get("meta") == {}:
-        del out["meta"]
     return out
 
 

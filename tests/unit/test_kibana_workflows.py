@@ -1,0 +1,61 @@
+"""The GitHub workflows pass actionlint, and docker-compose.yml keeps what the Kibana integration needs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+ACTIONLINT_INSTALL = 'GOBIN="${DAC_CACHE_DIR:-$HOME/.cache/dac}/bin" go install github.com/rhysd/actionlint/cmd/actionlint@v1.7.7'
+
+
+def _actionlint() -> str | None:
+    cache = Path(os.environ.get("DAC_CACHE_DIR", Path.home() / ".cache" / "dac"))
+    candidate = cache / "bin" / "actionlint"
+    if candidate.is_file() and os.access(candidate, os.X_OK):
+        return str(candidate)
+    return shutil.which("actionlint")
+
+
+def test_workflows_pass_actionlint(repo_root: Path):
+    binary = _actionlint()
+    if binary is None:
+        pytest.skip(f"actionlint is not installed; build it with: {ACTIONLINT_INSTALL}")
+    workflows = sorted((repo_root / ".github" / "workflows").glob("*.yml"))
+    assert {p.name for p in workflows} >= {"integration.yml", "pull-request.yml", "deploy.yml"}
+    proc = subprocess.run(
+        [binary, "-no-color", *map(str, workflows)],
+        capture_output=True,
+        text=True,
+        cwd=repo_root,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_workflows_use_the_documented_commands(repo_root: Path):
+    wf = repo_root / ".github" / "workflows"
+    pr = (wf / "pull-request.yml").read_text()
+    assert "dac validate --format github" in pr and "dac test --junit" in pr and "--format json" in pr
+    assert "GITHUB_STEP_SUMMARY" in pr
+    deploy = yaml.safe_load((wf / "deploy.yml").read_text())
+    assert deploy[True]["push"]["branches"] == ["main"]  # YAML 1.1 reads the `on` key as True
+    assert deploy["concurrency"]["cancel-in-progress"] is False
+    integration = (wf / "integration.yml").read_text()
+    assert "docker compose up" in integration and "-m kibana" in integration
+
+
+def test_compose_has_security_encryption_key_healthchecks_and_setup(repo_root: Path):
+    compose = yaml.safe_load((repo_root / "docker-compose.yml").read_text())
+    services = compose["services"]
+    es, kibana, setup = services["elasticsearch"], services["kibana"], services["setup"]
+    assert es["environment"]["xpack.security.enabled"] == "true"
+    assert "XPACK_ENCRYPTEDSAVEDOBJECTS_ENCRYPTIONKEY" in kibana["environment"]
+    assert es["healthcheck"]["test"] and kibana["healthcheck"]["test"]
+    assert "kibana_system/_password" in " ".join(setup["command"])
+    assert kibana["depends_on"]["setup"]["condition"] == "service_completed_successfully"
+    assert kibana["environment"]["ELASTICSEARCH_USERNAME"] == "kibana_system"
