@@ -14,7 +14,6 @@ hashes of the rule id and the source events rather than of index/document ids.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 from collections.abc import Iterable, Sequence
@@ -81,6 +80,16 @@ def _set_path(doc: dict[str, Any], dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+def _copy(value: Any) -> Any:
+    # Events are plain JSON (dicts, lists, scalars); this is several times faster than deepcopy.
+    cls = value.__class__
+    if cls is dict or isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    if cls is list:
+        return [_copy(v) for v in value]
+    return value
+
+
 def intersect(docs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """The fields (recursively) that every document has with an equal value."""
     if not docs:
@@ -94,7 +103,7 @@ def intersect(docs: Sequence[dict[str, Any]]) -> dict[str, Any]:
             if sub:
                 out[key] = sub
         elif all(o == value and type(o) is type(value) for o in others):
-            out[key] = copy.deepcopy(value)
+            out[key] = _copy(value)
     return out
 
 
@@ -121,7 +130,7 @@ def _alert_depth(source: dict[str, Any]) -> int:
 
 def _base_alert(source: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
     """One alert built from one source document: the source copied, `event.kind: signal`, rule fields."""
-    doc = copy.deepcopy(dict(source))
+    doc = _copy(source)
     # An alert built from an alert does not inherit the source alert's kibana.* fields; Kibana
     # records the lineage in `kibana.alert.ancestors` instead.
     doc.pop("kibana", None)
@@ -150,7 +159,7 @@ def _base_alert(source: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
         "ancestors": _ancestors(source),
     }
     if isinstance(original_event, dict):
-        alert["original_event"] = copy.deepcopy(original_event)
+        alert["original_event"] = _copy(original_event)
     doc["kibana"] = {"alert": {k: v for k, v in alert.items() if v is not None}}
     doc["@timestamp"] = ts
     return doc
@@ -168,7 +177,7 @@ def alert_time(value: Any) -> Any:
 
 def _ancestors(source: dict[str, Any]) -> list[dict[str, Any]]:
     prior = get_path(source, "kibana.alert.ancestors")
-    chain = copy.deepcopy(prior) if isinstance(prior, list) else []
+    chain = _copy(prior) if isinstance(prior, list) else []
     is_alert = get_path(source, "kibana.alert.uuid") is not None
     chain.append(
         {

@@ -138,7 +138,11 @@ class Evaluator:
         compiler: Compiler = compile_rule,
     ) -> None:
         self.by_id: dict[str, RuleLike] = {}
+        self._duplicates: set[str] = set()
         for rule in rules:
+            if rule.rule_id in self.by_id and self.by_id[rule.rule_id] is not rule:
+                # Two files with one rule_id: evaluating either could silently run the other's query.
+                self._duplicates.add(rule.rule_id)
             self.by_id.setdefault(rule.rule_id, rule)
         self._compiler = compiler
         self._programs: dict[str, Any] = {}
@@ -158,13 +162,20 @@ class Evaluator:
 
     def prepare(self, targets: Iterable[str]) -> None:
         """Check the dependency graph and compile every rule the targets need, before any evaluation."""
-        for rule_id in closure(targets, self.by_id):
+        for rule_id in self._closure(targets):
             self.program(self.by_id[rule_id])
+
+    def _closure(self, targets: Iterable[str]) -> list[str]:
+        order = closure(targets, self.by_id)
+        for rule_id in order:
+            if rule_id in self._duplicates:
+                raise EvaluationError(rule_id, "more than one loaded rule file has this rule_id")
+        return order
 
     def evaluate(self, targets: Iterable[str], events: Sequence[dict[str, Any]]) -> Iterator[RuleOutcome]:
         """Evaluate the targets (and what they depend on) over the events; yield outcomes in dependency order."""
         wanted = set(targets)
-        order = closure(wanted, self.by_id)
+        order = self._closure(wanted)
         # Alerts are synthesised only for rules something else reads them from.
         feeds = {dep for rule_id in order for dep in depends_on(self.by_id[rule_id])}
         outcomes: dict[str, RuleOutcome] = {}

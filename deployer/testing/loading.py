@@ -53,8 +53,21 @@ def load_rules(paths: Sequence[Path], *, default_dir: Path = DEFAULT_RULES_DIR) 
     from deployer.rules.loader import load_rule_files
 
     result = load_rule_files(list(paths))
-    out = LoadedRules(rules=list(result.rules))
+    out = LoadedRules()
     out.errors = [format_finding(f) for f in result.findings if _is_error(f)]
+    first_seen: dict[str, Any] = {}
+    for rule in result.rules:
+        rule_id = rule.rule_id
+        if not isinstance(rule_id, str) or not rule_id:
+            out.errors.append(f"{rule.path}: no rule_id; a rule needs one to be tested or replayed")
+        elif rule_id in first_seen:
+            out.errors.append(
+                f"{rule.path}: duplicate rule_id {rule_id!r} (also in {first_seen[rule_id].path}); "
+                "this file is skipped"
+            )
+        else:
+            first_seen[rule_id] = rule
+            out.rules.append(rule)
     known = {r.rule_id for r in out.rules}
     missing = {d for r in out.rules for d in depends_on(r)} - known
     if missing and default_dir.is_dir() and not _covers(paths, default_dir):

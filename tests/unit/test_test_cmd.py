@@ -134,3 +134,11 @@ def test_unloadable_rule_file_fails_the_run(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert "broken.yaml:2:1:" in result.stdout and "invalid YAML" in result.stdout
     assert "1 rule files not loaded" in result.stdout
+
+
+def test_duplicate_rule_id_is_reported(tmp_path: Path) -> None:
+    shutil.copytree(RULES, tmp_path / "rules")
+    shutil.copy(tmp_path / "rules" / "single.yaml", tmp_path / "rules" / "single_copy.yaml")
+    result = _test(str(tmp_path / "rules"))
+    assert result.exit_code == 1
+    assert "duplicate rule_id 't-single'" in result.stdout

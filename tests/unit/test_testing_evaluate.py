@@ -127,3 +127,11 @@ def test_compile_errors_name_the_rule() -> None:
 )
 def test_is_sequence_query(query: str, expected: bool) -> None:
     assert is_sequence_query(query) is expected
+
+
+def test_duplicate_rule_ids_are_an_error_not_a_silent_pick() -> None:
+    seen: dict[str, list[dict]] = {}
+    a1, a2 = _events_rule("a"), _events_rule("a")
+    ev = Evaluator([a1, a2], compiler=lambda r: EveryDoc(r.rule_id, seen))
+    with pytest.raises(EvaluationError, match="more than one loaded rule file has this rule_id"):
+        list(ev.evaluate(["a"], []))
