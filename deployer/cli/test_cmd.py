@@ -124,7 +124,7 @@ def _print_text(results: list, load_errors: list[str], elapsed: float) -> None:
         per_rule.setdefault(r.rule_id, []).append(r)
     if per_rule:
         table = Table(title=None, show_lines=False)
-        table.add_column("rule_id")
+        table.add_column("rule_id", overflow="fold")
         table.add_column("tests", justify="right")
         table.add_column("pass", justify="right")
         table.add_column("fail", justify="right")

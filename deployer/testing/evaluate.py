@@ -156,7 +156,7 @@ class Evaluator:
             except EvaluationError:
                 raise
             except Exception as exc:  # noqa: BLE001 - any compile failure is reported against the rule
-                raise EvaluationError(rule.rule_id, f"query does not compile: {exc}") from exc
+                raise EvaluationError(rule.rule_id, _compile_message(rule, exc)) from exc
             self._programs[rule.rule_id] = prog
         return prog
 
@@ -206,6 +206,21 @@ class Evaluator:
             outcomes[rule_id] = outcome
             if rule_id in wanted:
                 yield outcome
+
+
+def _compile_message(rule: RuleLike, exc: Exception) -> str:
+    """Why a query does not compile, pointing into the rule file when the error has a position."""
+    from deployer.eql.errors import EqlError, EqlUnsupportedError
+
+    what = "cannot be evaluated offline" if isinstance(exc, EqlUnsupportedError) else "query does not compile"
+    if isinstance(exc, EqlError) and exc.line is not None and hasattr(rule, "query_position"):
+        try:
+            line, col = rule.query_position(exc.line, exc.column or 1)
+        except Exception:  # noqa: BLE001 - a position is a convenience; the message stands without it
+            return f"{what}: {exc}"
+        tail = f" (hint: {exc.hint})" if exc.hint else ""
+        return f"{what}: {getattr(rule, 'path', '')}:{line}:{col}: {exc.message}{tail}"
+    return f"{what}: {exc}"
 
 
 def _time_key(doc: dict[str, Any]) -> Any:
