@@ -23,10 +23,10 @@ from deployer.testing.loading import DEFAULT_RULES_DIR
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["text", "json"]),
+    type=click.Choice(["text", "json", "github"]),
     default="text",
     show_default=True,
-    help="Human table, or one JSON document for machines.",
+    help="Human table, one JSON document for machines, or GitHub Actions annotations on failing tests.",
 )
 def test(paths: tuple[Path, ...], junit_path: Path | None, fmt: str) -> None:
     """Run the fixture tests of the rules under PATH... (default: detections/)."""
@@ -84,6 +84,8 @@ def test(paths: tuple[Path, ...], junit_path: Path | None, fmt: str) -> None:
     failed = any(r.status != "pass" for r in results) or bool(loaded.errors)
     if fmt == "json":
         click.echo(json.dumps(_json_report(results, loaded.errors, elapsed), indent=2))
+    elif fmt == "github":
+        _print_github(results, loaded.errors, elapsed)
     else:
         _print_text(results, loaded.errors, elapsed)
     sys.exit(1 if failed else 0)
@@ -101,9 +103,42 @@ def _summary(results: list, load_errors: list[str], elapsed: float) -> dict:
     }
 
 
+def _gh_escape(value: str, prop: bool = False) -> str:
+    # GitHub's workflow-command syntax: %, CR and LF always; ':' and ',' too inside properties.
+    out = value.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    return out.replace(":", "%3A").replace(",", "%2C") if prop else out
+
+
+def _print_github(results: list, load_errors: list[str], elapsed: float) -> None:
+    for message in load_errors:
+        click.echo(f"::error title=dac test::{_gh_escape(message)}")
+    for r in results:
+        if r.status == "pass":
+            continue
+        props = f"file={_gh_escape(r.path, True)}"
+        if r.line:
+            props += f",line={r.line}"
+            if r.column:
+                props += f",col={r.column}"
+        title = _gh_escape(f"dac test {r.status}: {r.rule_id}", True)
+        text = f"{r.name}: {r.message}" if r.message else r.name
+        click.echo(f"::error {props},title={title}::{_gh_escape(text)}")
+    s = _summary(results, load_errors, elapsed)
+    click.echo(
+        f"{s['tests']} tests in {s['rules']} rules: {s['passed']} passed, {s['failed']} failed, {s['errors']} errors"
+    )
+
+
 def _json_report(results: list, load_errors: list[str], elapsed: float) -> dict:
+    rules: dict[str, dict] = {}
+    for r in results:
+        entry = rules.setdefault(
+            r.rule_id, {"rule_id": r.rule_id, "path": r.path, "pass": 0, "fail": 0, "error": 0}
+        )
+        entry[r.status] += 1
     return {
         "summary": _summary(results, load_errors, elapsed),
+        "rules": list(rules.values()),
         "load_errors": load_errors,
         "results": [r.to_dict() for r in results],
     }

@@ -38,6 +38,8 @@ class TestResult:
     actual: list[list[str | None]] = field(default_factory=list)
     message: str = ""
     duration: float = 0.0
+    line: int | None = None  # where the test entry is written in the rule file
+    column: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready view of the result."""
@@ -52,6 +54,8 @@ class TestResult:
             "actual": self.actual,
             "message": self.message,
             "duration": round(self.duration, 6),
+            "line": self.line,
+            "column": self.column,
         }
 
 
@@ -157,6 +161,12 @@ def _run_one(
     started = time.perf_counter()
     name = str(test.get("name") or f"test {index + 1}") if isinstance(test, dict) else f"test {index + 1}"
     result = TestResult(rule_id=rule.rule_id, name=name, status="error", path=str(rule_path))
+    position = getattr(rule, "position", None)
+    if position is not None:
+        try:
+            result.line, result.column = position(("metadata", "tests", index))
+        except Exception:  # noqa: BLE001 - a position only decorates the report
+            pass
     try:
         if not isinstance(test, dict):
             raise _TestSpecError("a test must be a mapping with name, events, expect")

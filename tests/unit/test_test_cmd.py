@@ -142,3 +142,13 @@ def test_duplicate_rule_id_is_reported(tmp_path: Path) -> None:
     result = _test(str(tmp_path / "rules"))
     assert result.exit_code == 1
     assert "duplicate rule_id 't-single'" in result.stdout
+
+
+def test_github_annotations_point_at_the_test_entry() -> None:
+    result = _test("--format", "github", str(DATA / "wrong"))
+    assert result.exit_code == 1
+    lines = [line for line in result.stdout.splitlines() if line.startswith("::error ")]
+    assert len(lines) == 3
+    path = str(DATA / "wrong" / "wrong_expectation.yaml").replace(":", "%3A").replace(",", "%2C")
+    assert lines[0].startswith(f"::error file={path},line=16,col=7,title=dac test fail%3A t-wrong::")
+    assert "::names the wrong event: expected but not matched:%0A  - [e1]" in lines[0]
