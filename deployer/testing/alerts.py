@@ -120,6 +120,7 @@ def rule_info(rule: Any) -> dict[str, Any]:
         "risk_score": kibana.get("risk_score"),
         "building_block_type": kibana.get("building_block_type"),
         "type": kibana.get("type", "eql"),
+        "timestamp_override": kibana.get("timestamp_override"),
     }
 
 
@@ -136,14 +137,22 @@ def _base_alert(source: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
     doc.pop("kibana", None)
     for key in [k for k in doc if k.startswith("kibana.")]:
         del doc[key]
-    original_event = source.get("event")
-    event = doc.get("event")
-    if not isinstance(event, dict):
-        event = {}
-    event = dict(event)
-    event["kind"] = SIGNAL
-    doc["event"] = event
-    ts = alert_time(source.get("@timestamp"))
+    # The source's event.* (nested or written as dotted keys) is kept on the alert and copied to
+    # kibana.alert.original_event.*; only event.kind changes.
+    original_event: dict[str, Any] = {}
+    nested = source.get("event")
+    if isinstance(nested, dict):
+        original_event.update(_copy(nested))
+    for key in [k for k in doc if k.startswith("event.")]:
+        original_event[key[len("event.") :]] = _copy(doc.pop(key))
+    doc["event"] = {**original_event, "kind": SIGNAL}
+    # Kibana takes the original time from the rule's timestamp_override when the event has it.
+    original = source.get("@timestamp")
+    if info.get("timestamp_override"):
+        overridden = get_path(source, info["timestamp_override"])
+        if overridden is not None:
+            original = overridden
+    ts = alert_time(original)
     alert: dict[str, Any] = {
         "rule": {
             "rule_id": info["rule_id"],
@@ -158,8 +167,8 @@ def _base_alert(source: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
         "depth": _alert_depth(source) + 1,
         "ancestors": _ancestors(source),
     }
-    if isinstance(original_event, dict):
-        alert["original_event"] = _copy(original_event)
+    if original_event:
+        alert["original_event"] = original_event
     doc["kibana"] = {"alert": {k: v for k, v in alert.items() if v is not None}}
     doc["@timestamp"] = ts
     return doc

@@ -213,6 +213,9 @@ def _compile_message(rule: RuleLike, exc: Exception) -> str:
     from deployer.eql.errors import EqlError, EqlUnsupportedError
 
     what = "cannot be evaluated offline" if isinstance(exc, EqlUnsupportedError) else "query does not compile"
+    if not isinstance(exc, EqlError):
+        # Not a query error but a failure inside the compiler: name it so it can be reported.
+        return f"{what}: {type(exc).__name__}: {exc}"
     if isinstance(exc, EqlError) and exc.line is not None and hasattr(rule, "query_position"):
         try:
             line, col = rule.query_position(exc.line, exc.column or 1)

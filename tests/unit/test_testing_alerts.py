@@ -155,3 +155,20 @@ def test_event_identity() -> None:
 )
 def test_is_alerts_pattern(pattern: str, expected: bool) -> None:
     assert is_alerts_pattern(pattern) is expected
+
+
+def test_timestamp_override_sets_original_time() -> None:
+    rule = Rule("r-ovr", {"name": "Override", "timestamp_override": "event.ingested"})
+    src = {**E1, "event": {**E1["event"], "ingested": "2024-05-01T12:00:30Z"}}
+    (doc,) = alerts_for_match(rule, [src], sequence=False)
+    assert doc["kibana"]["alert"]["original_time"] == "2024-05-01T12:00:30.000Z"
+    # Without the field on the event, Kibana falls back to @timestamp.
+    (doc,) = alerts_for_match(rule, [E1], sequence=False)
+    assert doc["kibana"]["alert"]["original_time"] == E1["@timestamp"]
+
+
+def test_dotted_event_keys_are_kept_and_copied() -> None:
+    flat = {"@timestamp": E1["@timestamp"], "event.id": "f1", "event.category": "file", "event.kind": "event"}
+    (doc,) = alerts_for_match(PLAIN_RULE, [flat], sequence=False)
+    assert doc["event"] == {"id": "f1", "category": "file", "kind": "signal"}
+    assert doc["kibana"]["alert"]["original_event"] == {"id": "f1", "category": "file", "kind": "event"}

@@ -112,7 +112,7 @@ def test_compile_errors_name_the_rule() -> None:
     ev = Evaluator([_events_rule("a")], compiler=broken)
     with pytest.raises(EvaluationError) as info:
         ev.prepare(["a"])
-    assert str(info.value) == "a: query does not compile: unexpected token"
+    assert str(info.value) == "a: query does not compile: ValueError: unexpected token"
 
 
 @pytest.mark.parametrize(
