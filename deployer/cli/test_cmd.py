@@ -187,7 +187,8 @@ def _print_text(results: list, load_errors: list[str], elapsed: float) -> None:
             continue
         label = "FAIL" if r.status == "fail" else "ERROR"
         console.print(Text(f"{label} {r.rule_id} :: {r.name}", style="red bold"))
-        console.print(Text(f"  rule: {r.path}"))
+        where = f"{r.path}:{r.line}" if r.line else r.path
+        console.print(Text(f"  rule: {where}"))
         if r.events:
             console.print(Text(f"  events: {r.events}"))
         if r.status == "fail":
