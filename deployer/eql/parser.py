@@ -75,6 +75,7 @@ _TOKEN_RE = re.compile(
   | (?P<RAW_STRING>"{3}[^\r\n]*?"{3}"?"?)
   | (?P<STRING>"(?:\\.|[^"\\\r\n])*")
   | (?P<LEGACY_STRING>'(?:\\.|[^'\\\r\n])*'|\?"(?:\\"|[^"\r\n])*"|\?'(?:\\'|[^'\r\n])*')
+  | (?P<FIELD_PATH>(?:[A-Za-z_@][A-Za-z0-9_]*|`(?:[^`]|``)*`)(?:\.(?:[A-Za-z_@][A-Za-z0-9_]*|`(?:[^`]|``)*`))+)
   | (?P<QUOTED_IDENTIFIER>`(?:[^`]|``)*`)
   | (?P<TILDE_NAME>[A-Za-z][A-Za-z0-9_]*~)
   | (?P<NAME>[A-Za-z_@][A-Za-z0-9_]*)
@@ -95,6 +96,8 @@ _LIST_RE = re.compile(
 )
 _LIST_ITEM_RE = re.compile(_LIST_ITEM)
 _LIST_OPERATORS = frozenset({"IN", "IN_INSENSITIVE", "SEQ", "LIKE", "LIKE_INSENSITIVE", "REGEX", "REGEX_INSENSITIVE"})
+
+_PATH_PART_RE = re.compile(r"[A-Za-z_@][A-Za-z0-9_]*|`(?:[^`]|``)*`")
 
 # `[` followed by an integer after a name is an array index (`field[0]`), never a sequence step.
 _INDEX_RE = re.compile(r"[ \t\r\n]*\d")
@@ -153,42 +156,60 @@ def _skip_block_comment(text: str, start: int, where: _Positions) -> int:
                 return pos
 
 
+# Token kinds that need a look at their neighbours (see the checks in _tokens).
+_CHECKED = frozenset({"JOIN", "OF", "LB", "PIPE", "IDENTIFIER"})
+
+
 def _tokens(text: str) -> Iterator[Token]:
     """Yield lark tokens for ``text``, raising EqlSyntaxError on what Elasticsearch rejects."""
     where = _Positions(text)
     pos = 0
     end = len(text)
     match = _TOKEN_RE.match
+    # Positions are tracked incrementally: `line` and the offset where it starts.
+    line = 1
+    line_start = 0
     # The previous significant token: a few rejections need a little context.
     prev: Token | None = None
     first = True
     while pos < end:
         m = match(text, pos)
         if m is None:
-            line, column = where.at(pos)
             char = text[pos]
             hint = _CHAR_HINTS.get(char)
             if char == '"':
-                _error("unterminated string", line, column, hint)
-            _error(f"unexpected character {char!r}", line, column, hint)
+                _error("unterminated string", *where.at(pos), hint)
+            _error(f"unexpected character {char!r}", *where.at(pos), hint)
         kind = m.lastgroup
-        value = m.group()
         start = pos
         pos = m.end()
-        if kind == "WS" or kind == "LINE_COMMENT":
+        if kind == "WS" or kind == "LINE_COMMENT" or kind == "BLOCK_COMMENT":
+            if kind == "BLOCK_COMMENT":
+                pos = _skip_block_comment(text, start, where)
+            newlines = text.count("\n", start, pos)
+            if newlines:
+                line += newlines
+                line_start = text.rindex("\n", start, pos) + 1
             continue
-        if kind == "BLOCK_COMMENT":
-            pos = _skip_block_comment(text, start, where)
-            continue
-        line, column = where.at(start)
+        value = m.group()
+        column = start - line_start + 1
         if kind == "NAME":
             kind = KEYWORDS.get(value, "IDENTIFIER")
+        elif kind == "OP":
+            kind = _OPS[value]
+        elif kind == "FIELD_PATH":
+            # A dotted name lexed as one token (fewer tokens, faster parse). If a part is a keyword
+            # (`a.in`), lex only the first part and let the grammar see the dots as usual.
+            if text.startswith("~", pos) or any(part in KEYWORDS for part in _PATH_PART_RE.findall(value)):
+                first_part = _PATH_PART_RE.match(value)
+                assert first_part is not None
+                value = first_part.group()
+                pos = start + len(value)
+                kind = "QUOTED_IDENTIFIER" if value.startswith("`") else KEYWORDS.get(value, "IDENTIFIER")
         elif kind == "TILDE_NAME":
             kind = KEYWORDS.get(value, "TILDE_IDENTIFIER")
         elif kind == "RAW_STRING":
             kind = "STRING"
-        elif kind == "OP":
-            kind = _OPS[value]
         elif kind == "LEGACY_STRING":
             if value.startswith("?"):
                 _error(
@@ -199,33 +220,16 @@ def _tokens(text: str) -> Iterator[Token]:
                 "Use double quotes [\"] to define string literals, not single quotes [']",
                 line, column, hint=f'write "{value[1:-1]}"',
             )
-        if kind == "QUOTED_IDENTIFIER" and "\n" in value:
-            end_line, end_column = where.at(pos)
+        if "\n" in value:  # only back-quoted names span lines
+            token_line = line
+            line += value.count("\n")
+            line_start = start + value.rindex("\n") + 1
+            token = Token(kind, value, start, token_line, column, line, pos - line_start + 1, pos)
         else:
-            end_line, end_column = line, column + len(value)
-        token = Token(kind, value, start, line, column, end_line, end_column, pos)
+            token = Token(kind, value, start, line, column, line, column + len(value), pos)
 
-        # Rejections Elasticsearch makes as soon as it sees these tokens.
-        if kind == "JOIN" and first:
-            _error("join is not supported by Elasticsearch EQL", line, column,
-                   hint="use `sequence` (ordered) or `sample` (unordered) instead")
-        if kind == "OF" and prev is not None and prev.type == "IDENTIFIER":
-            _error(
-                "Process relationships are not supported",
-                prev.line or line, prev.column or column,
-                hint=f"`{prev.value} of [...]` (lineage) is Endgame EQL; join on process.entity_id "
-                "/ process.parent.entity_id with a `sequence by` instead",
-            )
-        if kind == "LB" and prev is not None and prev.type in ("IDENTIFIER", "QUOTED_IDENTIFIER"):
-            index = _INDEX_RE.match(text, pos)
-            if index is not None:
-                _error("Array indexes are not supported", *where.at(index.end() - 1),
-                       hint="array fields match when any element matches; compare the field directly")
-        if kind == "PIPE" and text.startswith("|", pos):
-            _error("unexpected `||`", line, column, hint="use `or` to combine conditions")
-        if kind == "IDENTIFIER" and prev is not None and prev.type == "PIPE":
-            _check_pipe_name(token)
-
+        if kind in _CHECKED:
+            _check_neighbours(text, token, prev, first, pos, where)
         first = False
         prev = token
         yield token
@@ -235,8 +239,38 @@ def _tokens(text: str) -> Iterator[Token]:
             if listed is not None:
                 token = _constant_list(text, listed, where)
                 pos = listed.end()
+                line = token.end_line  # type: ignore[assignment]
+                line_start = pos - token.end_column + 1  # type: ignore[operator]
                 prev = token
                 yield token
+
+
+def _check_neighbours(text: str, token: Token, prev: Token | None, first: bool, pos: int,
+                      where: _Positions) -> None:
+    """Rejections Elasticsearch makes as soon as it sees these tokens."""
+    kind = token.type
+    if kind == "JOIN" and first:
+        _error("join is not supported by Elasticsearch EQL", token.line, token.column,  # type: ignore[arg-type]
+               hint="use `sequence` (ordered) or `sample` (unordered) instead")
+    if prev is None:
+        return
+    if kind == "OF" and prev.type == "IDENTIFIER":
+        _error(
+            "Process relationships are not supported",
+            prev.line, prev.column,  # type: ignore[arg-type]
+            hint=f"`{prev.value} of [...]` (lineage) is Endgame EQL; join on process.entity_id "
+            "/ process.parent.entity_id with a `sequence by` instead",
+        )
+    if kind == "LB" and prev.type in ("IDENTIFIER", "QUOTED_IDENTIFIER", "FIELD_PATH"):
+        index = _INDEX_RE.match(text, pos)
+        if index is not None:
+            _error("Array indexes are not supported", *where.at(index.end() - 1),
+                   hint="array fields match when any element matches; compare the field directly")
+    if kind == "PIPE" and text.startswith("|", pos):
+        _error("unexpected `||`", token.line, token.column,  # type: ignore[arg-type]
+               hint="use `or` to combine conditions")
+    if kind == "IDENTIFIER" and prev.type == "PIPE":
+        _check_pipe_name(token)
 
 
 class _ConstantList(Token):
@@ -249,9 +283,18 @@ class _ConstantList(Token):
 def _constant_list(text: str, listed: re.Match[str], where: _Positions) -> Token:
     opening = text.index("(", listed.start())
     literals: list[ast.Literal] = []
+    line, column = where.at(opening)
+    line_start = opening - column + 1
+    previous_end = opening
     for item in _LIST_ITEM_RE.finditer(text, opening + 1, listed.end()):
-        line, column = where.at(item.start())
+        item_start = item.start()
+        newlines = text.count("\n", previous_end, item_start)
+        if newlines:
+            line += newlines
+            line_start = text.rindex("\n", previous_end, item_start) + 1
+        previous_end = item.end()
         value = item.group()
+        column = item_start - line_start + 1
         end_column = column + len(value)
         if value[0] == '"':
             literals.append(_decode(value, line, column, end_column))
@@ -259,10 +302,13 @@ def _constant_list(text: str, listed: re.Match[str], where: _Positions) -> Token
             number = int(value)
             literals.append(ast.NumberLiteral(number if number <= _LONG_MAX else float(number), line=line,
                                               column=column, end_line=line, end_column=end_column))
-    line, column = where.at(opening)
-    end_line, end_column = where.at(listed.end() - 1)
-    token = _ConstantList("CONSTANT_LIST", text[opening:listed.end()], opening, line, column, end_line,
-                          end_column + 1, listed.end())
+    closing = listed.end() - 1
+    line += text.count("\n", previous_end, closing)
+    if "\n" in text[previous_end:closing]:
+        line_start = text.rindex("\n", previous_end, closing) + 1
+    opening_line, opening_column = where.at(opening)
+    token = _ConstantList("CONSTANT_LIST", text[opening:listed.end()], opening, opening_line, opening_column,
+                          line, closing - line_start + 2, listed.end())
     token.literals = tuple(literals)
     return token
 
@@ -321,12 +367,12 @@ def _decode_string(token: Token) -> ast.StringLiteral:
 
 def _decode(value: str, line: int, column: int, end_column: int) -> ast.StringLiteral:
     """Decode a string token's text (strings never span lines)."""
+    body = value[1:-1]
+    if "\\" not in body and not value.startswith('"""'):
+        return ast.StringLiteral(body, False, line=line, column=column, end_line=line, end_column=end_column)
     span = {"line": line, "column": column, "end_line": line, "end_column": end_column}
     if value.startswith('"""'):
         return ast.StringLiteral(value[3:-3], raw=True, **span)
-    body = value[1:-1]
-    if "\\" not in body:
-        return ast.StringLiteral(body, **span)
     out: list[str] = []
     i = 0
     n = len(body)
@@ -625,28 +671,23 @@ class _Builder(Transformer):
 
     # ---- boolean expressions
 
-    def or_(self, children: list[Any]) -> ast.Or:
-        left, _op, right = children
-        operands = (left.operands if isinstance(left, ast.Or) else (left,)) + (right,)
-        return ast.Or(operands, **_span(children))
-
-    def and_(self, children: list[Any]) -> ast.And:
-        left, _op, right = children
-        operands = (left.operands if isinstance(left, ast.And) else (left,)) + (right,)
-        return ast.And(operands, **_span(children))
+    def boolean_chain(self, children: list[Any]) -> ast.Expr:
+        # `and` binds tighter than `or`: split on `or`, join each group with `and`. A leading
+        # operand that is already an And/Or (from parentheses) is merged, as left-nesting would.
+        groups: list[list[Any]] = [[children[0]]]
+        for index in range(1, len(children), 2):
+            if children[index].type == "OR":
+                groups.append([children[index + 1]])
+            else:
+                groups[-1].append(children[index + 1])
+        terms = [_flatten(ast.And, group) for group in groups]
+        return _flatten(ast.Or, terms)
 
     def not_(self, children: list[Any]) -> ast.Not:
         return ast.Not(children[1], **_span(children))
 
-    def comparison(self, children: list[Any]) -> ast.Comparison:
-        left, op, right = children
-        return ast.Comparison(op.value, left, right, **_span(children))
-
-    # ---- arithmetic
-
-    def arithmetic(self, children: list[Any]) -> ast.Arithmetic:
-        left, op, right = children
-        return ast.Arithmetic(op.value, left, right, **_span(children))
+    def operator_chain(self, children: list[Any]) -> ast.Expr:
+        return _arrange(children)
 
     def unary(self, children: list[Any]) -> ast.Expr:
         op, operand = children
@@ -700,8 +741,13 @@ class _Builder(Transformer):
 
     def qualified_name(self, children: list[Any]) -> ast.Field:
         optional = children[0].type == "QUESTION"
-        path = tuple(_name_text(c) for c in children if c.type in ("IDENTIFIER", "QUOTED_IDENTIFIER"))
-        return ast.Field(path, optional, **_span(children))
+        path: list[str] = []
+        for child in children:
+            if child.type == "FIELD_PATH":
+                path.extend(_name_text(part) for part in _PATH_PART_RE.findall(child.value))
+            elif child.type in ("IDENTIFIER", "QUOTED_IDENTIFIER"):
+                path.append(_name_text(child))
+        return ast.Field(tuple(path), optional, **_span(children))
 
     def constant(self, children: list[Any]) -> ast.Literal:
         (item,) = children
@@ -720,14 +766,52 @@ class _Builder(Transformer):
         return children[0]
 
 
-def _name_text(token: Token) -> str:
+def _flatten(kind: type[ast.And] | type[ast.Or], operands: list[Any]) -> Any:
+    if len(operands) == 1:
+        return operands[0]
+    first = operands[0]
+    merged = (first.operands if isinstance(first, kind) else (first,)) + tuple(operands[1:])
+    return kind(merged, **_span(operands))
+
+
+_PRECEDENCE = {"*": 3, "/": 3, "%": 3, "+": 2, "-": 2, "==": 1, "!=": 1, "<": 1, "<=": 1, ">": 1, ">=": 1}
+
+
+def _arrange(items: list[Any]) -> ast.Expr:
+    """Build the tree of ``operand (op operand)+`` by precedence (left-associative, comparisons don't chain)."""
+    position = 0
+
+    def climb(minimum: int) -> ast.Expr:
+        nonlocal position
+        left = items[position]
+        position += 1
+        compared = False
+        while position < len(items):
+            op = items[position]
+            level = _PRECEDENCE[op.value]
+            if level < minimum:
+                break
+            if level == 1 and compared:
+                _error(f"unexpected `{op.value}`", op.line, op.column,
+                       hint="comparisons do not chain; combine them with `and`")
+            position += 1
+            right = climb(level + 1)
+            span = _span([left, right])
+            if level == 1:
+                left = ast.Comparison(op.value, left, right, **span)
+                compared = True
+            else:
+                left = ast.Arithmetic(op.value, left, right, **span)
+        return left
+
+    return climb(1)
+
+
+def _name_text(part: str) -> str:
     """A field name part; back-quoted names lose their quotes and `` `` `` stands for one back-quote."""
-    if token.type == "IDENTIFIER":
-        return str(token.value)
-    name = token.value[1:-1].replace("``", "`")
-    if not name:
-        _error("empty quoted field name", token.line, token.column)  # type: ignore[arg-type]
-    return name
+    if not part.startswith("`"):
+        return str(part)
+    return part[1:-1].replace("``", "`")
 
 
 def _list_values(children: list[Any]) -> tuple[Any, ...]:
@@ -812,6 +896,7 @@ _TERMINAL_NAMES: dict[str, str] = {
     "IDENTIFIER": "a name",
     "QUOTED_IDENTIFIER": "a `quoted` name",
     "TILDE_IDENTIFIER": "a function~ name",
+    "FIELD_PATH": "a field name",
     "CONSTANT_LIST": "`(`",
     "$END": "end of query",
 }

@@ -238,6 +238,33 @@ def test_positions_are_one_based_and_relative_to_query() -> None:
     assert (query.line, query.column, query.end_line, query.end_column) == (1, 1, 3, 34)
 
 
+def test_positions_inside_multi_line_value_lists() -> None:
+    query = parse('process where x in (\n  "a", "bb",\n   7\n ) and\n  y : ("q")')
+    spans = [(type(node).__name__, node.line, node.column, node.end_line, node.end_column) for node in ast.walk(query)]
+    assert spans[3:] == [
+        ("InList", 1, 15, 4, 3),
+        ("Field", 1, 15, 1, 16),
+        ("StringLiteral", 2, 3, 2, 6),
+        ("StringLiteral", 2, 8, 2, 12),
+        ("NumberLiteral", 3, 4, 3, 5),
+        ("PatternMatch", 5, 3, 5, 12),
+        ("Field", 5, 3, 5, 4),
+        ("StringLiteral", 5, 8, 5, 11),
+    ]
+
+
+def test_value_lists_parse_the_same_with_or_without_the_fast_path() -> None:
+    # Lists of plain strings/integers are lexed as one token; other lists take the general path.
+    assert cond('x in ("a", 1)') == InList("in", f("x"), (s("a"), n(1)))
+    assert cond('x in ("a", 1.5, -2, """r""", ?y)') == InList(
+        "in", f("x"), (s("a"), n(1.5), n(-2), s("r", raw=True), f("y", optional=True))
+    )
+    assert cond('x : ("a" /* c */, "b")') == PatternMatch(":", f("x"), (s("a"), s("b")), is_list=True)
+    with pytest.raises(EqlSyntaxError) as caught:
+        parse('process where x in ("a", "b\\q")')
+    assert (caught.value.line, caught.value.column) == (1, 28)
+
+
 def test_walk_visits_every_node_parents_first() -> None:
     query = parse('sequence by a [x where b == 1 and c : "z"] by d [y where startsWith(e, "q")] by g')
     kinds = [type(node).__name__ for node in ast.walk(query)]
