@@ -180,9 +180,14 @@ def _load_rules(
         except ImportError:
             validate_mod = None
         if validate_mod is not None and hasattr(validate_mod, "validate"):
-            from deployer.config import load_config
+            from deployer.config import ConfigError, load_config
+            from deployer.targets.base import TargetError
 
-            findings = list(validate_mod.validate(paths, load_config(config_path)))
+            try:
+                findings = list(validate_mod.validate(paths, load_config(config_path)))
+            except (ConfigError, OSError, ValueError) as e:
+                # A broken configuration or extra-fields file: an environment error, not a finding.
+                raise TargetError(f"cannot validate the rules: {e}") from None
     seen: dict[str, Any] = {}
     for rule in loaded.rules:
         if not rule.rule_id:
@@ -214,10 +219,11 @@ def _errors(findings: list[Any]) -> list[Any]:
     return [f for f in findings if f.severity == ERROR]
 
 
-def _report_findings(findings: list[Any], fmt: str) -> None:
+def _report_findings(findings: list[Any]) -> None:
+    """Print findings for people on stderr (stdout stays clean for --format json)."""
     from deployer.rules.findings import format_findings
 
-    if findings and fmt == "text":
+    if findings:
         click.echo(format_findings(findings, "text"), err=True)
 
 
@@ -291,7 +297,7 @@ def plan(
     rules, findings = _load_rules(
         _rule_paths(paths, cfg.root), cfg, full_validation=False, config_path=config_path
     )
-    _report_findings(findings, fmt)
+    _report_findings(findings)
     if _errors(findings):
         _fail("rule files have errors; fix them before planning", EXIT_FAIL)
     target = make_target(cfg)
@@ -352,10 +358,9 @@ def deploy(
                     indent=2,
                 )
             )
-        else:
-            _report_findings(findings, fmt)
+        _report_findings(findings)
         _fail(f"{len(errors)} error(s) in the rule files; nothing was deployed", EXIT_FAIL)
-    _report_findings(findings, fmt)  # warnings only
+    _report_findings(findings)  # warnings only
     target = make_target(cfg)
     try:
         the_plan = _compute_plan(target, rules, prune=prune, adopt=adopt)

@@ -12,7 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import PASSWORD, RAW_API_KEY, write_rules
+from kibana_contract_fixtures import PASSWORD, RAW_API_KEY, write_rules
 from kibana_contract_server import KibanaContractServer
 
 from deployer.targets.http import RetryPolicy

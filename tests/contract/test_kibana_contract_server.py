@@ -6,7 +6,7 @@ import json
 
 import pytest
 import requests
-from conftest import RAW_API_KEY
+from kibana_contract_fixtures import RAW_API_KEY
 
 RULES = "/api/detection_engine/rules"
 

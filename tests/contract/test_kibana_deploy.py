@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import RAW_API_KEY, rule_yaml, write_rules
+from kibana_contract_fixtures import RAW_API_KEY, rule_yaml, write_rules
 
 OWNER_TAG = "managed-by:dac"
 

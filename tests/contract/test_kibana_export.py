@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import yaml
-from conftest import write_rules
+from kibana_contract_fixtures import write_rules
 
 from deployer.config import Config
 from deployer.rules.findings import ERROR
