@@ -257,3 +257,12 @@ def test_rule_files_start_with_schema_comment() -> None:
         first = path.read_text(encoding="utf-8").splitlines()[0]
         assert first.startswith("# yaml-language-server: $schema="), path
         assert yaml.safe_load(path.read_text(encoding="utf-8"))["rule_id"]
+
+
+def test_an1314_spawn_and_network_steps_stay_identical_across_rules() -> None:
+    """A and B describe the same spawn; B and E the same network activity: edits must go to both."""
+    a = _tree(BY_ID["an1314-win-app-file-then-lolbin"]).body
+    b = _tree(BY_ID["an1314-win-app-lolbin-network"]).body
+    e = _tree(BY_ID["an1314-win-lolbin-grandchild-network"]).body
+    assert ast.to_eql(a.steps[1].query) == ast.to_eql(b.steps[0].query)
+    assert ast.to_eql(b.steps[1].query) == ast.to_eql(e.steps[1].query)
