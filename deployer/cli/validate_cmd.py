@@ -31,7 +31,15 @@ from deployer.rules.validate import validate as validate_rules
     help="Repository configuration file (default: the nearest dac.yaml).",
 )
 @click.option("--strict", is_flag=True, help="Fail on warnings too.")
-def validate(paths: tuple[Path, ...], fmt: str, config_path: Path | None, strict: bool) -> None:
+@click.option(
+    "--jobs",
+    "-j",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Worker processes for large repositories.",
+)
+def validate(paths: tuple[Path, ...], fmt: str, config_path: Path | None, strict: bool, jobs: int) -> None:
     """Validate rule files (default: detections/). Exit 0 clean, 1 findings, 2 usage error."""
     try:
         config = load_config(config_path)
@@ -39,7 +47,7 @@ def validate(paths: tuple[Path, ...], fmt: str, config_path: Path | None, strict
         raise click.UsageError(str(exc)) from exc
     targets = list(paths) or [config.root / "detections" if config.path else Path("detections")]
     try:
-        findings = validate_rules(targets, config)
+        findings = validate_rules(targets, config, jobs=jobs)
     except FileNotFoundError as exc:
         raise click.UsageError(str(exc)) from exc
     except ExtraFieldsError as exc:

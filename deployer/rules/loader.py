@@ -38,12 +38,10 @@ _LINE_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
 _BLOCK_HEADER = re.compile(r"([|>])(?:([1-9])([+-])?|([+-])([1-9])?)?")
 
 
-@dataclass(slots=True)
-class _NodePos:
-    key: Position | None  # where the mapping key is written (None for sequence items and the root)
-    value: Position  # where the value starts
-    node: yaml.Node
-    parent_indent: int  # column (0-based) of the key; block scalar indentation is relative to it
+# Per node: (key line, key col, value line, value col, parent indent, scalar span or None), all
+# 1-based except the indent. Plain tuples of atoms, not node objects: CPython's garbage collector
+# stops tracking such tuples, so holding positions for thousands of rules costs no GC time.
+_NodePos = tuple[int, int, int, int, int, "tuple[str | None, str, int, int, int, int] | None"]
 
 
 @dataclass
@@ -97,11 +95,12 @@ class RuleFile:
         existing ancestor, so a "missing property" error points at the enclosing mapping.
         """
         pos = self._lookup(_parse_path(json_path))
-        return pos.key if pos.key is not None else pos.value
+        return (pos[0], pos[1]) if pos[0] else (pos[2], pos[3])
 
     def value_position(self, json_path: JsonPath | str | Sequence[str | int] = ()) -> Position:
         """1-based (line, column) where the value at ``json_path`` starts."""
-        return self._lookup(_parse_path(json_path)).value
+        pos = self._lookup(_parse_path(json_path))
+        return pos[2], pos[3]
 
     def scalar_position(
         self, json_path: JsonPath | str | Sequence[str | int], line: int, column: int
@@ -112,16 +111,18 @@ class RuleFile:
         layout cannot be reconstructed it falls back to where the value starts.
         """
         path = _parse_path(json_path)
-        pos = self._lookup(path)
-        node = pos.node
-        if not isinstance(node, yaml.ScalarNode):
-            return pos.value
+        while path not in self._positions and path:
+            path = path[:-1]
+        pos = self._positions[path]
+        span = pos[5]
+        if span is None:
+            return pos[2], pos[3]
         if path not in self._offsets_cache:
-            self._offsets_cache[path] = _scalar_offsets(self._lines(), node, pos.parent_indent)
+            self._offsets_cache[path] = _scalar_offsets(self._lines(), span, pos[4])
         offsets = self._offsets_cache[path]
         if offsets is None:
-            return pos.value
-        offset = _text_offset(node.value, line, column)
+            return pos[2], pos[3]
+        offset = _text_offset(span[1], line, column)
         l0, c0 = offsets[min(offset, len(offsets) - 1)]
         return l0 + 1, c0 + 1
 
@@ -129,7 +130,7 @@ class RuleFile:
         """Map a 1-based (line, column) in the EQL query text to the file."""
         return self.scalar_position(("query",), line, column)
 
-    def _lookup(self, path: JsonPath) -> _NodePos:
+    def _lookup(self, path: JsonPath) -> _NodePos:  # type: ignore[valid-type]
         while path not in self._positions and path:
             path = path[:-1]
         return self._positions[path]
@@ -273,19 +274,6 @@ def load_rule_text(raw: bytes | str, path: str | Path = "<string>") -> tuple[Rul
                 "one rule per file: split a list of rules into separate files",
             )
         ]
-    size = _expanded_size(root)
-    if size is None:
-        return None, [_finding(display, 1, 1, "yaml", "invalid YAML: an alias refers to itself")]
-    if size > MAX_NODES:
-        return None, [
-            _finding(
-                display,
-                1,
-                1,
-                "yaml",
-                f"document expands to more than {MAX_NODES} nodes (aliases); not a rule file",
-            )
-        ]
     builder = _Builder(display, loader)
     try:
         data = builder.build(root, (), None, 0)
@@ -295,6 +283,21 @@ def load_rule_text(raw: bytes | str, path: str | Path = "<string>") -> tuple[Rul
         mark = getattr(exc, "problem_mark", None)
         line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
         return None, [_finding(display, line, col, "yaml", f"invalid YAML: {getattr(exc, 'problem', exc)}")]
+    if builder.saw_alias:
+        # Only documents with aliases can expand beyond their size on disk.
+        size = _expanded_size(root)
+        if size is None:
+            return None, [_finding(display, 1, 1, "yaml", "invalid YAML: an alias refers to itself")]
+        if size > MAX_NODES:
+            return None, [
+                _finding(
+                    display,
+                    1,
+                    1,
+                    "yaml",
+                    f"document expands to more than {MAX_NODES} nodes (aliases); not a rule file",
+                )
+            ]
     findings.extend(builder.findings)
     rule = RuleFile(path=path, data=data, source=text, _positions=builder.positions)
     if isinstance(data.get("rule_id"), str):
@@ -390,12 +393,20 @@ class _Builder:
         self.positions: dict[JsonPath, _NodePos] = {}
         self.findings: list[Finding] = []
         self._built: dict[int, Any] = {}
+        self.saw_alias = False
 
     def build(self, node: yaml.Node, path: JsonPath, key: Position | None, indent: int) -> Any:
         if path not in self.positions:
-            self.positions[path] = _NodePos(key, _mark(node.start_mark), node, indent)
+            start = node.start_mark
+            span = None
+            if isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:str":
+                end = node.end_mark
+                span = (node.style, node.value, start.line, start.column, end.line, end.column)
+            key_line, key_col = key if key is not None else (0, 0)
+            self.positions[path] = (key_line, key_col, start.line + 1, start.column + 1, indent, span)
         cached = self._built.get(id(node))
         if cached is not None:
+            self.saw_alias = True
             return cached  # an alias: share the object like PyYAML does; positions stay at the anchor
         if isinstance(node, yaml.ScalarNode):
             return self.loader.construct_object(node)
@@ -513,31 +524,32 @@ def _text_offset(value: str, line: int, column: int) -> int:
     return offset + max(0, min(column - 1, len(lines[line - 1])))
 
 
-def _scalar_offsets(lines: list[str], node: yaml.ScalarNode, parent_indent: int) -> list[Position] | None:
-    """0-based source (line, column) of each character of ``node.value`` plus one past the end.
+def _scalar_offsets(lines: list[str], span: tuple[Any, ...], parent_indent: int) -> list[Position] | None:
+    """0-based source (line, column) of each character of the scalar plus one past the end.
 
+    ``span`` is (style, value, start line, start column, end line, end column), 0-based.
     Rebuilds the scalar from the raw lines and accepts the result only if it reproduces the
     value PyYAML produced, so a layout this code does not understand degrades to "start of
     value" instead of a wrong position.
     """
+    style, value = span[0], span[1]
     try:
-        if node.style in ("|", ">"):
-            text, offsets = _block_scalar(lines, node, parent_indent)
-        elif node.style in (None, ""):
-            text, offsets = _flow_scalar(lines, node, quote=0)
+        if style in ("|", ">"):
+            text, offsets = _block_scalar(lines, span, parent_indent)
+        elif style in (None, ""):
+            text, offsets = _flow_scalar(lines, span, quote=0)
         else:
-            text, offsets = _flow_scalar(lines, node, quote=1)
+            text, offsets = _flow_scalar(lines, span, quote=1)
     except (IndexError, ValueError):
         return None
-    value = node.value
     if text.startswith(value) and len(offsets) > len(value):
         return offsets[: len(value) + 1]
     return None
 
 
-def _block_scalar(lines: list[str], node: yaml.ScalarNode, parent_indent: int) -> tuple[str, list[Position]]:
-    header_line = node.start_mark.line
-    header = lines[header_line][node.start_mark.column :]
+def _block_scalar(lines: list[str], span: tuple[Any, ...], parent_indent: int) -> tuple[str, list[Position]]:
+    header_line = span[2]
+    header = lines[header_line][span[3] :]
     match = _BLOCK_HEADER.match(header)
     if match is None:
         raise ValueError("not a block scalar header")
@@ -562,7 +574,7 @@ def _block_scalar(lines: list[str], node: yaml.ScalarNode, parent_indent: int) -
         body.append((number, raw[indent:]))
     chars: list[str] = []
     offsets: list[Position] = []
-    if match.group(1) == "|":
+    if span[0] == "|":
         for number, content in body:
             for i, ch in enumerate(content):
                 chars.append(ch)
@@ -610,18 +622,18 @@ def _fold(body: list[tuple[int, str]], indent: int, chars: list[str], offsets: l
         offsets.append(pos)
 
 
-def _flow_scalar(lines: list[str], node: yaml.ScalarNode, quote: int) -> tuple[str, list[Position]]:
+def _flow_scalar(lines: list[str], span: tuple[Any, ...], quote: int) -> tuple[str, list[Position]]:
     """Plain or quoted scalar: lines trimmed and folded; escapes make the check fail (fallback)."""
-    start, end = node.start_mark, node.end_mark
+    start_line, start_col, end_line, end_col = span[2], span[3], span[4], span[5]
     segments: list[tuple[int, int, str]] = []  # (line, start column, text)
-    for number in range(start.line, end.line + 1):
+    for number in range(start_line, end_line + 1):
         raw = lines[number]
-        lo = start.column + quote if number == start.line else 0
-        hi = end.column - quote if number == end.line else len(raw)
+        lo = start_col + quote if number == start_line else 0
+        hi = end_col - quote if number == end_line else len(raw)
         piece = raw[lo:hi]
-        stripped_left = piece.lstrip(" \t") if number != start.line else piece
+        stripped_left = piece.lstrip(" \t") if number != start_line else piece
         lo += len(piece) - len(stripped_left)
-        text = stripped_left.rstrip(" \t") if number != end.line else stripped_left
+        text = stripped_left.rstrip(" \t") if number != end_line else stripped_left
         segments.append((number, lo, text))
     chars: list[str] = []
     offsets: list[Position] = []
@@ -643,5 +655,5 @@ def _flow_scalar(lines: list[str], node: yaml.ScalarNode, quote: int) -> tuple[s
         for j, ch in enumerate(text):
             chars.append(ch)
             offsets.append((number, lo + j))
-    offsets.append((end.line, max(0, end.column - quote)))
+    offsets.append((end_line, max(0, end_col - quote)))
     return "".join(chars), offsets

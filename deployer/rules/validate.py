@@ -11,9 +11,11 @@ import fnmatch
 import importlib
 import ipaddress
 import json
+import multiprocessing
 import re
+import threading
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
@@ -28,7 +30,7 @@ from deployer.eql import ast
 from deployer.eql.errors import EqlError
 from deployer.rules import attack
 from deployer.rules.findings import ERROR, WARNING, Finding, sort_key
-from deployer.rules.loader import RuleFile, load_rule_files
+from deployer.rules.loader import RuleFile, discover_rule_files, load_rule_file
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "rule.schema.json"
 
@@ -105,7 +107,6 @@ class _Context:
     repo_root: Path
     _covered: set[str] | None = None
     _covered_loaded: bool = False
-    _rule_ids: set[str] = field(default_factory=set)
 
     def covered_fields(self) -> set[str] | None:
         """Fields mapped by the repo's mappings/ templates (None when there are none)."""
@@ -116,24 +117,101 @@ class _Context:
 
 
 def validate(
-    paths: Iterable[str | Path], config: Config | None = None, registry: FieldRegistry | None = None
+    paths: Iterable[str | Path],
+    config: Config | None = None,
+    registry: FieldRegistry | None = None,
+    jobs: int = 1,
 ) -> list[Finding]:
     """Load and validate every rule file under ``paths``; returns findings sorted by position.
 
-    Raises FileNotFoundError for a path that does not exist and ExtraFieldsError when the
-    configured extra-fields file is malformed (both are environment errors, not findings).
+    ``jobs`` > 1 checks files in that many forked worker processes (POSIX only; serial
+    otherwise). Raises FileNotFoundError for a path that does not exist and
+    ExtraFieldsError when the configured extra-fields file is malformed (both are environment
+    errors, not findings).
     """
     config = config or Config()
     if registry is None:
         registry = ecs_registry.load(config.validation.extra_fields)
-    result = load_rule_files(paths)
-    findings = list(result.findings)
+    files = discover_rule_files(paths)
     ctx = _Context(config, registry, config.root)
-    ctx._rule_ids = {r.rule_id for r in result.rules if r.rule_id}
-    for rule in result.rules:
-        findings.extend(validate_rule(rule, ctx))
-    findings.extend(check_duplicates(result.rules))
+    workers = _worker_count(len(files), jobs)
+    if workers > 1:
+        results = _validate_parallel(files, ctx, workers)
+    else:
+        results = [_validate_files(files, ctx)]
+    findings: list[Finding] = []
+    idents: list[_Ident] = []
+    for chunk_findings, chunk_idents in results:
+        findings.extend(chunk_findings)
+        idents.extend(chunk_idents)
+    findings.extend(_duplicates(idents))
     return sorted(findings, key=sort_key)
+
+
+@dataclass(frozen=True, slots=True)
+class _Ident:
+    """What the cross-file duplicate check needs from a rule (small, so workers can return it)."""
+
+    path: str
+    rule_id: str | None
+    rule_id_line: int
+    name: str | None
+    name_line: int
+
+
+def _ident(rule: RuleFile) -> _Ident:
+    return _Ident(
+        str(rule.path), rule.rule_id, rule.position(("rule_id",))[0], rule.name, rule.position(("name",))[0]
+    )
+
+
+def _validate_files(files: list[Path], ctx: _Context) -> tuple[list[Finding], list[_Ident]]:
+    # One file at a time: each rule is dropped once checked, so memory stays flat and the
+    # garbage collector never rescans thousands of live rules.
+    findings: list[Finding] = []
+    idents: list[_Ident] = []
+    for path in files:
+        rule, problems = load_rule_file(path)
+        findings.extend(problems)
+        if rule is not None:
+            findings.extend(validate_rule(rule, ctx))
+            idents.append(_ident(rule))
+    return findings, idents
+
+
+_WORKER_CONTEXT: _Context | None = None
+
+
+def _worker_count(files: int, jobs: int) -> int:
+    if jobs <= 1 or files < 2 or "fork" not in multiprocessing.get_all_start_methods():
+        return 1
+    if threading.active_count() > 1:
+        return 1  # forking a threaded process can deadlock; stay serial
+    return min(jobs, files)
+
+
+def _validate_in_worker(files: list[Path]) -> tuple[list[Finding], list[_Ident]]:
+    assert _WORKER_CONTEXT is not None
+    return _validate_files(files, _WORKER_CONTEXT)
+
+
+def _validate_parallel(
+    files: list[Path], ctx: _Context, workers: int
+) -> list[tuple[list[Finding], list[_Ident]]]:
+    global _WORKER_CONTEXT
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return [_validate_files(files, ctx)]
+    # Build everything shared before forking so workers inherit it instead of rebuilding it:
+    # the EQL grammar, the schema validator and the mapped-field set.
+    _parse("any where true")
+    _validator()
+    ctx.covered_fields()
+    _WORKER_CONTEXT = ctx
+    try:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            return pool.map(_validate_in_worker, [files[i::workers] for i in range(workers)])
+    finally:
+        _WORKER_CONTEXT = None
 
 
 def validate_rule(rule: RuleFile, ctx: _Context) -> list[Finding]:
@@ -185,7 +263,21 @@ def rule_schema() -> dict[str, Any]:
 
 @lru_cache(maxsize=1)
 def _validator() -> jsonschema.Draft202012Validator:
-    return jsonschema.Draft202012Validator(rule_schema())
+    # Local "$ref"s are inlined (the schema has no recursion): resolving them through the
+    # referencing registry on every rule is a large share of validation time.
+    schema = rule_schema()
+    return jsonschema.Draft202012Validator(_inline_refs(schema, schema.get("$defs", {})))
+
+
+def _inline_refs(node: Any, defs: dict[str, Any]) -> Any:
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            return _inline_refs(defs[ref[len("#/$defs/") :]], defs)
+        return {k: _inline_refs(v, defs) for k, v in node.items() if k != "$defs"}
+    if isinstance(node, list):
+        return [_inline_refs(v, defs) for v in node]
+    return node
 
 
 def _where(path: tuple[Any, ...]) -> str:
@@ -448,8 +540,11 @@ class _QueryChecker:
         return _f(self.rule, self.at(node), code, message, hint, severity)
 
     def run(self) -> Iterator[Finding]:
+        # One traversal serves every check (ast.field_refs is the same walk, filtered).
+        self.nodes = list(ast.walk(self.tree))
+        self.refs = [n for n in self.nodes if isinstance(n, ast.Field)]
         yield from self.fields()
-        for node in ast.walk(self.tree):
+        for node in self.nodes:
             if isinstance(node, ast.EventQuery):
                 yield from self.category(node)
             elif isinstance(node, ast.Comparison):
@@ -475,7 +570,7 @@ class _QueryChecker:
 
     def fields(self) -> Iterator[Finding]:
         reported: set[tuple[str, int, int]] = set()
-        for ref in ast.field_refs(self.tree):
+        for ref in self.refs:
             info = self.registry.get(ref.name)
             key = (ref.name, ref.line, ref.column)
             if key in reported:
@@ -799,7 +894,7 @@ class _QueryChecker:
         if covered is None:
             return
         reported: set[str] = set()
-        for ref in ast.field_refs(self.tree):
+        for ref in self.refs:
             if ref.name in reported or ref.optional or self.registry.get(ref.name) is None:
                 continue  # unknown fields are already reported as unknown-field
             if ref.name not in covered:
@@ -1186,26 +1281,45 @@ def check_fixtures(rule: RuleFile, ctx: _Context) -> Iterator[Finding]:
 # ---------------------------------------------------------------- across files
 
 
-def check_duplicates(rules: list[RuleFile]) -> Iterator[Finding]:
+def check_duplicates(rules: list[RuleFile]) -> list[Finding]:
     """rule_id and name are unique across files; each file in a clash is told about the others."""
-    for key, label in (("rule_id", "rule_id"), ("name", "name")):
-        groups: dict[str, list[RuleFile]] = {}
-        for rule in rules:
-            value = rule.data.get(key)
-            if isinstance(value, str) and value:
-                groups.setdefault(value if key == "rule_id" else value.strip().lower(), []).append(rule)
+    return _duplicates([_ident(rule) for rule in rules])
+
+
+def _duplicates(idents: list[_Ident]) -> list[Finding]:
+    out: list[Finding] = []
+    for label in ("rule_id", "name"):
+        groups: dict[str, list[_Ident]] = {}
+        for ident in idents:
+            value = ident.rule_id if label == "rule_id" else ident.name
+            if value:
+                groups.setdefault(value if label == "rule_id" else value.strip().lower(), []).append(ident)
         for group in groups.values():
             if len(group) < 2:
                 continue
-            for rule in group:
-                others = ", ".join(f"{o.path}:{o.position((key,))[0]}" for o in group if o is not rule)
-                shown = rule.data[key]
-                yield _f(
-                    rule,
-                    rule.position((key,)),
-                    "duplicate",
-                    f"{label} {shown!r} is also used by {others}",
-                    "rule_id must be unique: generate a new UUID for the copy"
-                    if key == "rule_id"
-                    else "give each rule a distinct name so analysts can tell alerts apart",
+            for ident in group:
+                line = ident.rule_id_line if label == "rule_id" else ident.name_line
+                others = ", ".join(
+                    f"{o.path}:{o.rule_id_line if label == 'rule_id' else o.name_line}"
+                    for o in group
+                    if o is not ident
                 )
+                shown = ident.rule_id if label == "rule_id" else ident.name
+                hint = (
+                    "rule_id must be unique: generate a new UUID for the copy"
+                    if label == "rule_id"
+                    else "give each rule a distinct name so analysts can tell alerts apart"
+                )
+                out.append(
+                    Finding(
+                        ident.path,
+                        line,
+                        1,
+                        ident.rule_id,
+                        "duplicate",
+                        ERROR,
+                        f"{label} {shown!r} is also used by {others}",
+                        hint,
+                    )
+                )
+    return out

@@ -427,3 +427,13 @@ def test_all_problems_reported_in_one_run(rules_dir: Path) -> None:
     codes = sorted(f.code for f in _run(rules_dir))
     assert codes == ["allowed-value", "schema", "sequence-maxspan", "unknown-field"]
     assert path.exists()
+
+
+def test_worker_processes_give_the_same_findings(rules_dir: Path) -> None:
+    for i in range(3):
+        text = (rules_dir / SAMPLE).read_text().replace("name: Sample -", f"name: Copy {i} -")
+        (rules_dir / f"copy{i}.yaml").write_text(text.replace('"start"', '"created"'))
+    serial = validate([rules_dir], _config(rules_dir.parent), jobs=1)
+    parallel = validate([rules_dir], _config(rules_dir.parent), jobs=3)
+    assert serial == parallel
+    assert {f.code for f in serial} == {"duplicate", "allowed-value"}
