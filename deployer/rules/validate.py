@@ -1301,7 +1301,7 @@ def _duplicates(idents: list[_Ident]) -> list[Finding]:
                 line = ident.rule_id_line if label == "rule_id" else ident.name_line
                 others = ", ".join(
                     f"{o.path}:{o.rule_id_line if label == 'rule_id' else o.name_line}"
-                    for o in group
+                    for o in sorted(group, key=lambda g: g.path)
                     if o is not ident
                 )
                 shown = ident.rule_id if label == "rule_id" else ident.name
