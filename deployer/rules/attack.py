@@ -48,6 +48,7 @@ TECHNIQUES: dict[str, tuple[str, tuple[str, ...]]] = {
     "T1218": ("System Binary Proxy Execution", ("TA0005",)),
     "T1218.005": ("Mshta", ("TA0005",)),
     "T1218.007": ("Msiexec", ("TA0005",)),
+    "T1218.010": ("Regsvr32", ("TA0005",)),
     "T1218.011": ("Rundll32", ("TA0005",)),
     "T1553": ("Subvert Trust Controls", ("TA0005",)),
     "T1553.005": ("Mark-of-the-Web Bypass", ("TA0005",)),
