@@ -127,3 +127,99 @@ def test_any_string_and_field_name_round_trips(
         ast.EventQuery(category, ast.Comparison("==", ast.Field(tuple(path), optional),
                                                 ast.StringLiteral(value, expected_raw)))
     )
+
+
+# ------------------------------------------------------------------ generated trees
+
+NAMES = st.sampled_from(["a", "b", "process.name", "x.y.z", "my field", "in", "@timestamp", "a`b"])
+STRINGS = st.text(alphabet=st.sampled_from(list('ab*?"\\\n\t é')), max_size=6)
+PATTERN_CONSTANTS = st.one_of(
+    st.builds(ast.StringLiteral, STRINGS, st.booleans()),
+    st.builds(ast.NumberLiteral, st.integers(0, 10**6)),
+    st.builds(ast.NumberLiteral, st.floats(0, 1e6, allow_nan=False, allow_infinity=False)),
+    st.builds(ast.BooleanLiteral, st.booleans()),
+    st.just(ast.NullLiteral()),
+)
+CONSTANTS = st.one_of(PATTERN_CONSTANTS, st.builds(ast.NumberLiteral, st.integers(-(10**6), -1)))
+FIELDS = st.builds(lambda parts, optional: ast.Field(tuple(parts), optional), st.lists(NAMES, min_size=1, max_size=2),
+                   st.booleans())
+
+
+def _valid_raw(literal: ast.Literal) -> ast.Literal:
+    # The printer falls back to an escaped string when a raw one cannot hold the value.
+    if isinstance(literal, ast.StringLiteral) and literal.raw and (
+        '"""' in literal.value or "\n" in literal.value or "\r" in literal.value
+    ):
+        return ast.StringLiteral(literal.value, False)
+    return literal
+
+
+# Expressions without (non-optional) fields: the right-hand side of comparisons and `in` lists.
+CONSTANT_EXPRESSIONS = st.recursive(
+    CONSTANTS,
+    lambda inner: st.one_of(
+        st.builds(ast.Arithmetic, st.sampled_from(["+", "-", "*"]), inner, inner),
+        st.builds(lambda args: ast.FunctionCall("concat", tuple(args)), st.lists(inner, min_size=1, max_size=2)),
+    ),
+    max_leaves=3,
+)
+
+
+def _extend(children: st.SearchStrategy[ast.Expr]) -> st.SearchStrategy[ast.Expr]:
+    return st.one_of(
+        st.builds(ast.Arithmetic, st.sampled_from(["+", "-", "*", "/", "%"]), children, children),
+        st.builds(ast.Negate, children),
+        st.builds(ast.Comparison, st.sampled_from(sorted(ast.COMPARISON_OPS)), children, CONSTANT_EXPRESSIONS),
+        st.builds(ast.InList, st.sampled_from(sorted(ast.IN_OPS)), children,
+                  st.lists(CONSTANT_EXPRESSIONS, min_size=1, max_size=3).map(tuple)),
+        st.builds(lambda op, expr, pats: ast.PatternMatch(op, expr, tuple(pats), len(pats) > 1),
+                  st.sampled_from(sorted(ast.PATTERN_OPS)), children, st.lists(PATTERN_CONSTANTS, min_size=1, max_size=3)),
+        st.builds(ast.Not, children),
+        st.lists(children, min_size=2, max_size=3).map(lambda ops: ast.And(tuple(ops))),
+        st.lists(children, min_size=2, max_size=3).map(lambda ops: ast.Or(tuple(ops))),
+        st.builds(lambda name, args, ci: ast.FunctionCall(name, tuple(args), ci),
+                  st.sampled_from(["startsWith", "endsWith", "stringContains"]), st.lists(children, min_size=2, max_size=2),
+                  st.booleans()),
+        st.builds(lambda args: ast.FunctionCall("concat", tuple(args)), st.lists(children, min_size=1, max_size=3)),
+    )
+
+
+EXPRESSIONS = st.recursive(st.one_of(CONSTANTS, FIELDS), _extend, max_leaves=8)
+
+
+def _canonical(node: ast.Expr) -> ast.Expr:
+    """The tree as the parser builds it: signs folded into numbers, leading And/Or merged, and
+    raw strings that cannot be written raw printed escaped."""
+    if isinstance(node, ast.Literal):
+        return _valid_raw(node)
+    if isinstance(node, ast.PatternMatch):
+        return ast.PatternMatch(node.op, _canonical(node.expr), tuple(_valid_raw(p) for p in node.patterns),
+                                node.is_list)
+    if isinstance(node, ast.Comparison | ast.Arithmetic):
+        return type(node)(node.op, _canonical(node.left), _canonical(node.right))
+    if isinstance(node, ast.InList):
+        return ast.InList(node.op, _canonical(node.expr), tuple(_canonical(v) for v in node.values))
+    if isinstance(node, ast.Negate):
+        operand = _canonical(node.operand)
+        if isinstance(operand, ast.NumberLiteral):
+            return ast.NumberLiteral(-operand.value)
+        return ast.Negate(operand)
+    if isinstance(node, ast.Not):
+        return ast.Not(_canonical(node.operand))
+    if isinstance(node, ast.And | ast.Or):
+        operands = [_canonical(o) for o in node.operands]
+        if isinstance(operands[0], type(node)):
+            operands = list(operands[0].operands) + operands[1:]  # type: ignore[attr-defined]
+        return type(node)(tuple(operands))
+    if isinstance(node, ast.FunctionCall):
+        return ast.FunctionCall(node.name, tuple(_canonical(a) for a in node.args), node.case_insensitive)
+    return node
+
+
+@SETTINGS
+@given(EXPRESSIONS)
+def test_generated_expressions_round_trip(expression: ast.Expr) -> None:
+    # Precedence and associativity: printing then parsing gives back the same tree.
+    query = ast.Query(ast.EventQuery("process", expression))
+    expected = ast.Query(ast.EventQuery("process", _canonical(expression)))
+    assert parse(ast.to_eql(query)) == expected
