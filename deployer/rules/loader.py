@@ -241,6 +241,9 @@ def load_rule_text(raw: bytes | str, path: str | Path = "<string>") -> tuple[Rul
         problem = exc.problem or str(exc)
         context = f" ({exc.context})" if exc.context and exc.problem else ""
         hint = _yaml_hint(problem)
+        if exc.context and "single document" in exc.context:
+            problem, context = "the file holds more than one YAML document", ""
+            hint = "one rule per file: remove the '---' and move the second rule to its own file"
         return None, [_finding(display, line, col, "yaml", f"invalid YAML: {problem}{context}", hint)]
     except yaml.YAMLError as exc:
         # ReaderError (control characters) carries a character offset rather than a mark.

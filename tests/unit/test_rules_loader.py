@@ -102,7 +102,7 @@ def test_eql_error_position_maps_to_file_line_and_column() -> None:
     [
         ("rule_id: x\nname: [unclosed\n", 3, "invalid YAML"),
         ("rule_id: x\n  bad: indent\n", 2, "invalid YAML"),
-        ("a: 1\n---\nb: 2\n", 2, "single document"),
+        ("a: 1\n---\nb: 2\n", 2, "more than one YAML document"),
         ("a: !!python/object:os.system x\n", 1, "constructor"),
         ("a: 1\n\tb: 2\n", 2, "invalid YAML"),
         ("a: \x07\n", 1, "invalid YAML"),
