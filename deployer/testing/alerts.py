@@ -111,6 +111,8 @@ def rule_info(rule: Any) -> dict[str, Any]:
         "building_block_type": kibana.get("building_block_type"),
         "type": kibana.get("type", "eql"),
         "timestamp_override": kibana.get("timestamp_override"),
+        "tags": kibana.get("tags"),
+        "threat": kibana.get("threat"),
     }
 
 
@@ -147,9 +149,16 @@ def _base_alert(source: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
     ts = alert_time(original)
     alert: dict[str, Any] = {
         "rule": {
-            "rule_id": info["rule_id"],
-            "name": info["name"],
-            "type": info["type"],
+            k: v
+            for k, v in (
+                ("rule_id", info["rule_id"]),
+                ("name", info["name"]),
+                ("type", info["type"]),
+                # Rules over alerts often select by tag or ATT&CK tactic; Kibana copies both.
+                ("tags", info.get("tags")),
+                ("threat", info.get("threat")),
+            )
+            if v is not None
         },
         "severity": info["severity"],
         "risk_score": info["risk_score"],

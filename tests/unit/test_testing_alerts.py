@@ -172,3 +172,13 @@ def test_dotted_event_keys_are_kept_and_copied() -> None:
     (doc,) = alerts_for_match(PLAIN_RULE, [flat], sequence=False)
     assert doc["event"] == {"id": "f1", "category": "file", "kind": "signal"}
     assert doc["kibana"]["alert"]["original_event"] == {"id": "f1", "category": "file", "kind": "event"}
+
+
+def test_rule_tags_and_threat_are_copied() -> None:
+    threat = [
+        {"framework": "MITRE ATT&CK", "tactic": {"id": "TA0002", "name": "Execution", "reference": "x"}}
+    ]
+    rule = Rule("r-t", {"name": "T", "tags": ["AN1314"], "threat": threat})
+    (doc,) = alerts_for_match(rule, [E1], sequence=False)
+    assert doc["kibana"]["alert"]["rule"]["tags"] == ["AN1314"]
+    assert get_path(doc, "kibana.alert.rule.threat")[0]["tactic"]["id"] == "TA0002"
