@@ -31,6 +31,7 @@ MIN_VERSION = (8, 11, 0)
 MAX_VERSION_EXCLUSIVE = (10, 0, 0)
 RULES = "/api/detection_engine/rules"
 FIND_PER_PAGE = 100  # Kibana's rules-table page size; keeps each response small
+FIND_MAX_WINDOW = 10_000  # page * per_page beyond the ES result window fails
 BULK_MAX_IDS = 100  # `_bulk_action` rejects more than 100 ids
 IMPORT_MAX_RULES = 10_000  # xpack.securitySolution.maxRuleImportExportSize default
 # maxRuleImportPayloadBytes is 10 MiB for the whole multipart body; leave room for its framing.
@@ -128,6 +129,12 @@ class KibanaClient:
             data = body.get("data") or []
             out.extend(data)
             total = int(body.get("total") or 0)
+            if total > FIND_MAX_WINDOW:
+                # `_find` pages through a saved-objects search capped by the ES result window.
+                raise TargetError(
+                    f"{total} rules match in space {self.space}; paging stops at {FIND_MAX_WINDOW}",
+                    hint="split the rules across spaces",
+                )
             if not data or page * per_page >= total:
                 return out
             page += 1
