@@ -1,1 +1,1 @@
-"""targets package."""
+"""Deploy targets (Kibana, OpenSearch) and the shared, target-agnostic planner."""
