@@ -59,7 +59,7 @@ def run(events_path: str, rule_paths: tuple[Path, ...]) -> None:
                 status.update(f"read {len(events):,} events")
         status.update(f"evaluating {len(loaded.rules)} rules over {len(events):,} events")
         out = sys.stdout
-        for result in replay(loaded.rules, events):
+        for result in replay(loaded.rules, events, library=loaded.library):
             out.write(format_result(result) + "\n")
     except BrokenPipeError:
         # The reader stopped early (`dac run ... | head`): not an error.

@@ -16,10 +16,15 @@ from deployer.testing.evaluate import Evaluator, RuleLike, event_ref
 RESULT_KEYS = ("rule_id", "name", "implements", "event_ids", "join_keys")
 
 
-def replay(rules: Sequence[RuleLike], events: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    """Evaluate every rule over the events (rules over alerts through their dependencies); yield one dict per match."""
+def replay(
+    rules: Sequence[RuleLike],
+    events: Iterable[dict[str, Any]],
+    *,
+    library: Sequence[RuleLike] = (),
+) -> Iterator[dict[str, Any]]:
+    """Evaluate every rule over the events and yield one dict per match; `library` rules only feed `depends_on`."""
     materialised = events if isinstance(events, list) else list(events)
-    evaluator = Evaluator(rules)
+    evaluator = Evaluator([*rules, *library])
     targets = [r.rule_id for r in rules]
     # Fail on a bad dependency graph or a query that does not compile before the first result.
     evaluator.prepare(targets)

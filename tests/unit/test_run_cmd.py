@@ -131,3 +131,16 @@ def test_default_rules_dir_missing_is_usage_error(tmp_path: Path, monkeypatch: p
     result = _run("--events", str(CHAIN))
     assert result.exit_code == 2
     assert "detections" in result.stderr
+
+
+def test_rule_over_alerts_alone_reads_its_dependencies_from_detections(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    shutil.copytree(RULES, tmp_path / "detections")
+    monkeypatch.chdir(tmp_path)
+    result = _run("--events", str(CHAIN), "--rules", "detections/chain.yaml")
+    assert result.exit_code == 0, result.output
+    # Only the named rule is reported; its dependencies ran to produce its input.
+    assert [(o["rule_id"], o["event_ids"]) for o in _lines(result.stdout)] == [("t-chain", ["e2", "e3"])]

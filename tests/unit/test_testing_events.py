@@ -226,3 +226,9 @@ def test_dotted_keys_are_checked_too(tmp_path: Path, types) -> None:  # noqa: AN
         _write(tmp_path, json.dumps({"@timestamp": TS, "process.pid": "x"}) + "\n"), field_types=types
     )
     assert "'process.pid' is long" in err.message
+
+
+def test_crlf_line_endings(tmp_path: Path) -> None:
+    path = tmp_path / "crlf.ndjson"
+    path.write_bytes((_line(event={"id": "a"}) + "\r\n" + _line(event={"id": "b"}) + "\r\n").encode())
+    assert [e["event"]["id"] for e in read_events(path)] == ["a", "b"]
