@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import bisect
 import difflib
+import functools
 import re
 import threading
 from collections.abc import Iterator
@@ -837,21 +838,36 @@ def _check_key_counts(by: tuple[ast.Field, ...], steps: list[ast.Step]) -> None:
 
 def _verify(query: ast.Query) -> None:
     """Checks Elasticsearch makes after parsing: functions first, then field-to-field comparisons."""
-    nodes = list(ast.walk(query))
-    for node in nodes:
+    functions: list[ast.FunctionCall] = []
+    comparisons: list[ast.Comparison | ast.InList] = []
+    stack: list[ast.Node] = [query]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.Literal | ast.Field):
+            continue  # leaves; skipping them early keeps long value lists cheap
         if isinstance(node, ast.FunctionCall):
-            _verify_function(node)
-    for node in nodes:
+            functions.append(node)
+        elif isinstance(node, ast.Comparison | ast.InList):
+            comparisons.append(node)
+        stack.extend(node.children())
+    # Report the first problem in reading order.
+    for call in sorted(functions, key=_position):
+        _verify_function(call)
+    for node in sorted(comparisons, key=_position):
         if isinstance(node, ast.Comparison):
             if _has_field(node.left) is not None:
                 offender = _has_field(node.right)
                 if offender is not None:
                     _field_comparison_error(offender, node.op)
-        elif isinstance(node, ast.InList):
+        else:
             for value in node.values:
                 offender = _has_field(value)
                 if offender is not None:
                     _field_comparison_error(offender, node.op)
+
+
+def _position(node: ast.Node) -> tuple[int, int]:
+    return node.line, node.column
 
 
 def _verify_function(call: ast.FunctionCall) -> None:
@@ -925,6 +941,13 @@ def parse(text: str) -> ast.Query:
     """Parse Elasticsearch EQL ``text`` into an ``ast.Query`` or raise EqlSyntaxError."""
     if not isinstance(text, str):
         raise TypeError(f"EQL query must be a str, not {type(text).__name__}")
+    return _parse_cached(text)
+
+
+# Validation, fixture tests and compilation each parse the same rule queries; trees are immutable,
+# so a parsed query can be shared. Errors are not cached.
+@functools.lru_cache(maxsize=512)
+def _parse_cached(text: str) -> ast.Query:
     try:
         return _get_parser().parse(text)  # type: ignore[return-value]
     except EqlSyntaxError:
