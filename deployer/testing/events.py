@@ -154,7 +154,8 @@ def iter_events(
             obj = json.loads(text)
         except json.JSONDecodeError as exc:
             hint = ""
-            if not ended and exc.pos >= len(text.rstrip()) - 1:
+            # A complete event ends with "}"; a last line that does not, and has no newline, was cut.
+            if not ended and not text.rstrip().endswith("}"):
                 hint = " (the last line ends without a newline: the file looks truncated)"
             raise EventsError(name, lineno, f"invalid JSON at column {exc.colno}: {exc.msg}{hint}") from None
         except RecursionError:

@@ -58,6 +58,13 @@ def test_truncated_last_line_names_line_and_says_truncated(tmp_path: Path) -> No
     assert "truncated" in str(err)
 
 
+def test_truncated_inside_a_string(tmp_path: Path) -> None:
+    path = _write(tmp_path, _line() + '\n{"@timestamp": "2024')
+    err = _error(path)
+    assert err.line == 2
+    assert "truncated" in err.message
+
+
 def test_malformed_line_in_the_middle(tmp_path: Path) -> None:
     path = _write(tmp_path, _line() + "\n{not json}\n" + _line() + "\n")
     err = _error(path)
