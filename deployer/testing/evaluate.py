@@ -170,6 +170,15 @@ class Evaluator:
         for rule_id in order:
             if rule_id in self._duplicates:
                 raise EvaluationError(rule_id, "more than one loaded rule file has this rule_id")
+            rule = self.by_id[rule_id]
+            if index_kinds(rule)[1] and not depends_on(rule):
+                # Kibana would show it every alert in the space; offline there is no such set, and
+                # an empty input would pass every no_match test silently.
+                raise EvaluationError(
+                    rule_id,
+                    "reads the alerts index but has no metadata.depends_on; name the rules whose "
+                    "alerts it reads so they can be evaluated first",
+                )
         return order
 
     def evaluate(self, targets: Iterable[str], events: Sequence[dict[str, Any]]) -> Iterator[RuleOutcome]:

@@ -135,3 +135,9 @@ def test_duplicate_rule_ids_are_an_error_not_a_silent_pick() -> None:
     ev = Evaluator([a1, a2], compiler=lambda r: EveryDoc(r.rule_id, seen))
     with pytest.raises(EvaluationError, match="more than one loaded rule file has this rule_id"):
         list(ev.evaluate(["a"], []))
+
+
+def test_rule_over_alerts_without_depends_on_is_an_error() -> None:
+    ev = Evaluator([_alerts_rule("a")], compiler=lambda r: EveryDoc(r.rule_id, {}))
+    with pytest.raises(EvaluationError, match="has no metadata.depends_on"):
+        ev.prepare(["a"])
