@@ -15,6 +15,18 @@ Shape overview::
 
     Expr = Literal | Field | FunctionCall | Arithmetic | Negate | Comparison | InList
          | PatternMatch | And | Or | Not
+
+Points to keep in mind when walking a tree:
+
+* ``Literal`` subclasses: StringLiteral, NumberLiteral, BooleanLiteral, NullLiteral. Test the class,
+  not ``type(value)``, because ``bool`` is a subclass of ``int``.
+* ``x not in (...)`` is ``InList("not in")``. ``not x in (...)`` is ``Not(InList("in"))``. Both mean
+  the same thing.
+* As in Elasticsearch's grammar, a predicate binds to the primary before it, and a sign binds more
+  loosely than that: ``-x in (1)`` is ``Negate(InList(...))``.
+* ``Sequence.keys_for(step)`` gives a step's full join keys (sequence keys first).
+  ``Sequence.expanded_steps()`` applies ``runs``.
+* ``to_eql(node)`` prints text that parses back to an equal tree.
 """
 
 from __future__ import annotations
