@@ -146,3 +146,101 @@ def test_random_queries_give_only_findings(query: str) -> None:
         "query: |", "query: " + yaml.safe_dump(query, default_style='"').strip() + "\nx_query: |"
     )
     _validate_text(text.encode("utf-8", "surrogatepass"))
+
+
+_FIELDS = [
+    "event.type",
+    "event.category",
+    "process.name",
+    "process.pid",
+    "source.ip",
+    "@timestamp",
+    "process",
+    "process.Ext.ancestry",
+    "labels.x",
+    "nope.field",
+    "?maybe.field",
+    "process.args",
+    "event.outcome",
+]
+_VALUES = [
+    '"start"',
+    '"created"',
+    '"10.*"',
+    '"1.2.3.4"',
+    "443",
+    "1.5",
+    "true",
+    "null",
+    '"2024-01-01"',
+    '"a*b?"',
+]
+_OPS = ["==", "!=", ":", "like~", "regex", "<", ">=", "in", "in~", "not in"]
+
+
+@st.composite
+def _eql_query(draw: st.DrawFn) -> str:
+    def condition() -> str:
+        fld = draw(st.sampled_from(_FIELDS))
+        op = draw(st.sampled_from(_OPS))
+        if op.endswith("in") or op.endswith("in~"):
+            values = ", ".join(draw(st.lists(st.sampled_from(_VALUES), min_size=1, max_size=3)))
+            return f"{fld} {op} ({values})"
+        if draw(st.booleans()):
+            func = draw(st.sampled_from(["startsWith", "length", "cidrMatch", "add", "stringContains"]))
+            return f"{func}({fld}, {draw(st.sampled_from(_VALUES))}) == true"
+        return f"{fld} {op} {draw(st.sampled_from(_VALUES))}"
+
+    def step() -> str:
+        category = draw(st.sampled_from(["process", "network", "any", "proces", "file"]))
+        conds = " and ".join(condition() for _ in range(draw(st.integers(1, 3))))
+        by = draw(
+            st.sampled_from(["", " by process.entity_id", " by user.name", " by process.parent.entity_id"])
+        )
+        return f"[{category} where {conds}]{by}"
+
+    if draw(st.booleans()):
+        return f"{draw(st.sampled_from(['process', 'any']))} where {condition()}"
+    head = draw(
+        st.sampled_from(
+            [
+                "sequence",
+                "sequence by host.id",
+                "sequence by user.name",
+                "sequence with maxspan=1m",
+                "sequence by process.entity_id with maxspan=2h",
+            ]
+        )
+    )
+    steps = "\n  ".join(step() for _ in range(draw(st.integers(2, 3))))
+    return f"{head}\n  {steps}\n"
+
+
+@SETTINGS
+@given(_eql_query(), st.sampled_from(["|", "|-", ">", ">-"]))
+def test_generated_eql_queries_give_only_findings(query: str, style: str) -> None:
+    block = "\n".join("  " + line for line in query.rstrip("\n").split("\n"))
+    start = VALID.index("query: |")
+    end = VALID.index("index:")
+    text = VALID[:start] + f"query: {style}\n{block}\n" + VALID[end:]
+    first = VALID[:start].count("\n") + 2  # the query's first line in the file
+    last = first + query.rstrip("\n").count("\n")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "rule.yaml"
+        path.write_text(text)
+        findings = validate([path], CONFIG)
+    _check_findings(findings, _line_count(text.encode()))
+    query_codes = {
+        "eql-syntax",
+        "unknown-field",
+        "field-type",
+        "allowed-value",
+        "sequence-maxspan",
+        "sequence-key",
+    }
+    lines = text.split("\n")
+    for finding in findings:
+        if finding.code in query_codes:
+            # Positions inside the query land on the query's lines, within the line's text.
+            assert first <= finding.line <= last, finding
+            assert finding.column <= len(lines[finding.line - 1]) + 1, finding
