@@ -59,8 +59,18 @@ RULES: dict[str, str] = {
 }
 
 NOISE_NAMES = [
-    "svchost.exe", "chrome.exe", "explorer.exe", "cmd.exe", "conhost.exe", "python.exe",
-    "rundll32.exe", "outlook.exe", "winword.exe", "teams.exe", "powershell.exe", "msedge.exe",
+    "svchost.exe",
+    "chrome.exe",
+    "explorer.exe",
+    "cmd.exe",
+    "conhost.exe",
+    "python.exe",
+    "rundll32.exe",
+    "outlook.exe",
+    "winword.exe",
+    "teams.exe",
+    "powershell.exe",
+    "msedge.exe",
 ]
 NOISE_EXT = ["txt", "log", "dll", "tmp", "json", "docx", "pf", "ps1", "hta"]
 NOISE_PORTS = [80, 443, 8080, 53, 22, 3389, 445]
@@ -101,12 +111,20 @@ def generate(n: int, chains: int, seed: int, hosts: int = 300) -> Iterator[dict]
         return f"{counter:012x}-{rng.getrandbits(32):08x}"
 
     def proc(host: int, name: str, parent: dict | None) -> dict:
+        # The parent is copied, not referenced, so ended processes can be freed (no ever-growing
+        # ancestry chains in the generator's own memory).
         return {
             "entity_id": new_entity(),
             "pid": rng.randint(100, 65000),
             "name": name,
             "executable": f"C:\\Windows\\System32\\{name}",
-            "parent": parent,
+            "parent": None
+            if parent is None
+            else {
+                "entity_id": parent["entity_id"],
+                "name": parent["name"],
+                "pid": parent["pid"],
+            },
             "host": host,
         }
 
@@ -121,19 +139,30 @@ def generate(n: int, chains: int, seed: int, hosts: int = 300) -> Iterator[dict]
         ev = {
             "@timestamp": clock.iso(ts),
             "event": {"category": [cat], "type": kind, "action": action, "kind": "event"},
-            "host": {"id": f"host-{p['host']:04d}", "name": f"ws{p['host']:04d}", "os": {"family": "windows"}},
+            "host": {
+                "id": f"host-{p['host']:04d}",
+                "name": f"ws{p['host']:04d}",
+                "os": {"family": "windows"},
+            },
             "user": {"name": f"user{p['host'] % 97}"},
             "process": process,
         }
         if cat == "process" and parent is not None:
             # Only process start events carry the parent (as Elastic Defend / Sysmon do).
-            process["parent"] = {"entity_id": parent["entity_id"], "name": parent["name"], "pid": parent["pid"]}
+            process["parent"] = {
+                "entity_id": parent["entity_id"],
+                "name": parent["name"],
+                "pid": parent["pid"],
+            }
             process["args"] = [p["executable"], "-k", "netsvcs"]
         return ev
 
     def file_ev(ts: int, p: dict, ext: str) -> dict:
         ev = base(ts, "file", ["creation"], "creation", p)
-        ev["file"] = {"path": f"C:\\Users\\u\\AppData\\Local\\Temp\\f{rng.getrandbits(20):x}.{ext}", "extension": ext}
+        ev["file"] = {
+            "path": f"C:\\Users\\u\\AppData\\Local\\Temp\\f{rng.getrandbits(20):x}.{ext}",
+            "extension": ext,
+        }
         return ev
 
     def net_ev(ts: int, p: dict, port: int) -> dict:
@@ -179,6 +208,18 @@ def generate(n: int, chains: int, seed: int, hosts: int = 300) -> Iterator[dict]
             schedule(ts + 400, file_ev(ts + 400, ps, "ps1"))
             if complete:
                 schedule(ts + 900, net_ev(ts + 900, ps, 4444))
+
+    # Hosts start with processes already running (no start events for them), so the simulation
+    # is in its steady state from the first event and its own memory does not grow with n.
+    for host in range(hosts):
+        root = proc(host, "explorer.exe", None)
+        live[host].append(root)
+        for _ in range(35):
+            parent = rng.choice(live[host])
+            name = rng.choice(NOISE_NAMES)
+            if name == "powershell.exe" and parent["name"] == "cmd.exe":
+                name = "python.exe"
+            live[host].append(proc(host, name, parent))
 
     plan: list[tuple[int, bool, int]] = []
     for i in range(chains * 3):
@@ -250,7 +291,7 @@ def _timed(stream: Iterator[dict], spent: list[float]) -> Iterator[dict]:
         yield ev
 
 
-def _measure(engine: str, n: int, chains: int, seed: int, eql_dir: str) -> dict[str, Any]:
+def _measure(engine: str, n: int, chains: int, seed: int, eql_dir: str, repeats: int) -> dict[str, Any]:
     rss_start = _peak_rss_mb()
     per_rule: dict[str, dict[str, float]] = {}
     if engine == "baseline":
@@ -264,12 +305,16 @@ def _measure(engine: str, n: int, chains: int, seed: int, eql_dir: str) -> dict[
         from deployer.eql.engine import compile_query
 
         for name, text in RULES.items():
-            program = compile_query(text)
-            spent = [0.0]
-            started = time.perf_counter()
-            count = sum(1 for _ in program.run_sorted(_timed(generate(n, chains, seed), spent)))
-            total = time.perf_counter() - started
-            per_rule[name] = {"seconds": total - spent[0], "total": total, "matches": count}
+            best = None
+            for _ in range(repeats):
+                program = compile_query(text)
+                spent = [0.0]
+                started = time.perf_counter()
+                count = sum(1 for _ in program.run_sorted(_timed(generate(n, chains, seed), spent)))
+                total = time.perf_counter() - started
+                if best is None or total - spent[0] < best["seconds"]:
+                    best = {"seconds": total - spent[0], "total": total, "matches": count}
+            per_rule[name] = best
     else:
         sys.path.insert(0, eql_dir)
         import eql  # only in this subprocess
@@ -278,23 +323,27 @@ def _measure(engine: str, n: int, chains: int, seed: int, eql_dir: str) -> dict[
         sys.path.insert(0, str(REPO))
         from deployer.eql.values import parse_timestamp
 
-        for name, text in RULES.items():
-            with elasticsearch_syntax:
-                query = eql.parse_query(text)
-            engine_obj = eql.PythonEngine({"time_unit": 1000})  # timestamps in ms
-            hits = [0]
-            engine_obj.add_output_hook(lambda _out, hits=hits: hits.__setitem__(0, hits[0] + 1))
-            engine_obj.add_query(query)
-            def adapt(stream: Iterator[dict], Event: Any = eql.Event) -> Iterator[Any]:  # noqa: N803
-                # Same work as the evaluator does per event: parse the ISO timestamp.
-                for ev in stream:
-                    yield Event(ev["event"]["category"][0], parse_timestamp(ev["@timestamp"]), ev)
+        def adapt(stream: Iterator[dict], Event: Any = eql.Event) -> Iterator[Any]:  # noqa: N803
+            # Same work as the evaluator does per event: parse the ISO timestamp.
+            for ev in stream:
+                yield Event(ev["event"]["category"][0], parse_timestamp(ev["@timestamp"]), ev)
 
-            spent = [0.0]
-            started = time.perf_counter()
-            engine_obj.stream_events(adapt(_timed(generate(n, chains, seed), spent)))
-            total = time.perf_counter() - started
-            per_rule[name] = {"seconds": total - spent[0], "total": total, "matches": hits[0]}
+        for name, text in RULES.items():
+            best = None
+            for _ in range(repeats):
+                with elasticsearch_syntax:
+                    query = eql.parse_query(text)
+                engine_obj = eql.PythonEngine({"time_unit": 1000})  # timestamps in ms
+                hits = [0]
+                engine_obj.add_output_hook(lambda _out, hits=hits: hits.__setitem__(0, hits[0] + 1))
+                engine_obj.add_query(query)
+                spent = [0.0]
+                started = time.perf_counter()
+                engine_obj.stream_events(adapt(_timed(generate(n, chains, seed), spent)))
+                total = time.perf_counter() - started
+                if best is None or total - spent[0] < best["seconds"]:
+                    best = {"seconds": total - spent[0], "total": total, "matches": hits[0]}
+            per_rule[name] = best
     return {
         "seconds": sum(r["seconds"] for r in per_rule.values()),
         "rss_mb": _peak_rss_mb(),
@@ -314,17 +363,41 @@ def ensure_eql(cache: Path) -> Path:
     print(f"installing eql=={EQL_VERSION} into {target} (benchmark only)", flush=True)
     # lark, eql's only dependency, is already installed as a dependency of this project.
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target), f"eql=={EQL_VERSION}"],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--target",
+            str(target),
+            f"eql=={EQL_VERSION}",
+        ],
         check=True,
     )
     return target
 
 
-def run_child(engine: str, n: int, chains: int, seed: int, eql_dir: Path) -> dict[str, Any]:
+def run_child(engine: str, n: int, chains: int, seed: int, eql_dir: Path, repeat: int) -> dict[str, Any]:
     """Run one measurement in a fresh interpreter and return its JSON report."""
     out = subprocess.run(
-        [sys.executable, __file__, "--child", engine, "--n", str(n), "--chains", str(chains), "--seed", str(seed),
-         "--eql-dir", str(eql_dir)],
+        [
+            sys.executable,
+            __file__,
+            "--child",
+            engine,
+            "--n",
+            str(n),
+            "--chains",
+            str(chains),
+            "--seed",
+            str(seed),
+            "--eql-dir",
+            str(eql_dir),
+            "--repeat",
+            str(repeat),
+        ],
         check=True,
         capture_output=True,
         text=True,
@@ -338,12 +411,18 @@ def main() -> int:
     ap.add_argument("--sizes", default="100000,1000000", help="comma-separated event counts")
     ap.add_argument("--chains", type=int, default=50, help="true chains per rule (decoys: as many again)")
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=0,
+        help="passes per rule, best time kept (default: 3 up to 200k events, 1 above)",
+    )
     ap.add_argument("--child", choices=("dac", "eql", "baseline"), help=argparse.SUPPRESS)
     ap.add_argument("--n", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--eql-dir", default="", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        print(json.dumps(_measure(args.child, args.n, args.chains, args.seed, args.eql_dir)))
+        print(json.dumps(_measure(args.child, args.n, args.chains, args.seed, args.eql_dir, args.repeat)))
         return 0
 
     cache = Path(os.environ.get("DAC_CACHE_DIR", Path.home() / ".cache" / "dac")) / "bench"
@@ -356,7 +435,8 @@ def main() -> int:
         results[n] = {}
         for engine in ("baseline", "dac", "eql"):
             print(f"  measuring {engine:8s} n={n:,} ...", flush=True)
-            results[n][engine] = run_child(engine, n, args.chains, args.seed, eql_dir)
+            repeat = args.repeat or (3 if n <= 200_000 else 1)
+            results[n][engine] = run_child(engine, n, args.chains, args.seed, eql_dir, repeat)
 
     ok = True
     print()
@@ -374,13 +454,17 @@ def main() -> int:
         if [v["matches"] for v in dac["rules"].values()] != [v["matches"] for v in ref["rules"].values()]:
             ok = False
             print("  MATCH COUNTS DIFFER between the engines")
-        print(f"{'':>9} ratio  throughput dac/eql = {ref['net'] / dac['net']:.2f}x "
-              f"(generator alone: {n / gen:,.0f} events/s)")
+        print(
+            f"{'':>9} ratio  throughput dac/eql = {ref['net'] / dac['net']:.2f}x "
+            f"(generator alone: {n / gen:,.0f} events/s)"
+        )
     if len(sizes) >= 2:
         small, large = sizes[0], sizes[-1]
         for engine in ("dac", "eql"):
             a, b = results[small][engine]["rss_mb"], results[large][engine]["rss_mb"]
-            print(f"peak RSS {engine}: {b:.1f} MB at {large:,} vs {a:.1f} MB at {small:,} -> ratio {b / a:.2f}")
+            print(
+                f"peak RSS {engine}: {b:.1f} MB at {large:,} vs {a:.1f} MB at {small:,} -> ratio {b / a:.2f}"
+            )
         base_a, base_b = results[small]["baseline"]["rss_mb"], results[large]["baseline"]["rss_mb"]
         print(f"peak RSS generator alone: {base_b:.1f} MB vs {base_a:.1f} MB")
     expected = args.chains
