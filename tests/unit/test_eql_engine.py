@@ -6,7 +6,7 @@ import pytest
 
 from deployer.eql.engine import Match, compile_query
 from deployer.eql.errors import EqlSyntaxError, EqlUnsupportedError
-from deployer.eql.sequence import SequenceMatcher
+from deployer.eql.sequence import MissingEventCheck, SequenceMatcher
 from deployer.eql.values import parse_timestamp
 
 
@@ -242,3 +242,24 @@ def test_sequence_state_without_maxspan_is_per_key() -> None:
     for i in range(1000):
         matcher.advance(0, i % 7, i, (i,))
     assert len(matcher.state) == 7 and matcher.pending_count() == 7
+
+
+def test_missing_event_buffers_bounded_by_maxspan() -> None:
+    check = MissingEventCheck([False, True, False], maxspan=10)
+    for i in range(20000):
+        check.tick(i)
+        check.observe(1, f"key-{i % 500}", i)
+    sizes = sum(len(times) for times in check.buffers[1].values())
+    assert sizes < 40
+
+
+def test_trailing_missing_waits_then_keeps_in_order() -> None:
+    events = [
+        ev(0, "process", id=1, k="a"),
+        ev(1, "process", id=2, k="b"),
+        ev(3, "network", id=3, k="b"),  # trailing hit for b within maxspan: b is dropped
+        ev(50, "file", id=4, k="a"),
+    ]
+    q = "sequence by k with maxspan=10ms [process where true] ![network where true]"
+    program = compile_query(q)
+    assert [[e and e["id"] for e in m.events] for m in program.run_sorted(events)] == [[1, None]]
