@@ -147,7 +147,12 @@ def load_engine_templates(root: Path, engine: str = "opensearch") -> Any:
         from deployer.mappings import load_templates
     except ImportError as exc:  # pragma: no cover - depends on the checkout
         raise TargetError("mapping templates are not available (deployer.mappings is missing)") from exc
-    return load_templates(root, engine)
+    from deployer.mappings import MappingsError
+
+    try:
+        return load_templates(root, engine)
+    except MappingsError as exc:
+        raise TargetError(f"mapping templates: {exc}") from exc
 
 
 # ---------------------------------------------------------------- events
