@@ -58,6 +58,17 @@ FUNCTIONS: dict[str, tuple[str, int, int | None, bool]] = {
     "subtract": ("subtract", 2, 2, False),
 }
 
+# Endgame EQL functions that Elasticsearch dropped, and what to write instead.
+_ENDGAME_FUNCTIONS = {
+    "wildcard": 'Elasticsearch EQL matches wildcards with `:` or `like`: field : "a*"',
+    "match": "Elasticsearch EQL matches regular expressions with `regex` / `regex~`",
+    "matchlite": "Elasticsearch EQL matches regular expressions with `regex` / `regex~`",
+    "arraycontains": "array fields match when any element matches: compare the field directly",
+    "arraysearch": "array fields match when any element matches: compare the field directly",
+    "arraycount": "Elasticsearch EQL has no array functions",
+    "safe": "Elasticsearch EQL has no safe(); a failing function gives null",
+}
+
 _SUPPORTED_PIPES = ("head", "tail")
 # Pipes Elasticsearch recognises by name but refuses to run (Endgame EQL had them).
 _KNOWN_PIPES = ("count", "filter", "head", "sort", "tail", "unique", "unique_count")
@@ -875,8 +886,10 @@ def _verify_function(call: ast.FunctionCall) -> None:
     written = call.name + ("~" if call.case_insensitive else "")
     if entry is None:
         similar = difflib.get_close_matches(call.name.lower(), list(FUNCTIONS), n=1, cutoff=0.6)
-        hint = f"did you mean {FUNCTIONS[similar[0]][0]}?" if similar else \
-            "see the Elasticsearch EQL function reference"
+        hint = _ENDGAME_FUNCTIONS.get(call.name.lower())
+        if hint is None:
+            hint = f"did you mean {FUNCTIONS[similar[0]][0]}?" if similar else \
+                "see the Elasticsearch EQL function reference"
         _error(f"Unknown function [{written}]", call.line, call.column, hint=hint)
     canonical, least, most, case_aware = entry
     if call.case_insensitive and not case_aware:
@@ -985,8 +998,8 @@ def _end_position(text: str) -> tuple[int, int]:
 # Groups of terminals summarised as one phrase in "expected ..." messages.
 _EXPECTED_GROUPS: tuple[tuple[str, frozenset[str]], ...] = (
     ("a field, value or function call", frozenset({
-        "IDENTIFIER", "QUOTED_IDENTIFIER", "TILDE_IDENTIFIER", "QUESTION", "STRING", "INTEGER_VALUE",
-        "DECIMAL_VALUE", "TRUE", "FALSE", "NULL"})),
+        "IDENTIFIER", "QUOTED_IDENTIFIER", "FIELD_PATH", "TILDE_IDENTIFIER", "QUESTION", "STRING",
+        "INTEGER_VALUE", "DECIMAL_VALUE", "TRUE", "FALSE", "NULL"})),
     ("a comparison (==, !=, <, <=, >, >=, :, like, regex, in, ...)", frozenset({
         "EQ", "NEQ", "LT", "LTE", "GT", "GTE", "SEQ", "LIKE", "LIKE_INSENSITIVE", "REGEX",
         "REGEX_INSENSITIVE", "IN", "IN_INSENSITIVE"})),
@@ -1020,6 +1033,8 @@ def _summarize(expected: set[str]) -> list[str]:
     for phrase, members in _EXPECTED_GROUPS:
         hits = remaining & members
         if len(hits) >= 3:
+            if members is _EXPECTED_GROUPS[0][1] and "IDENTIFIER" not in hits:
+                phrase = "a constant (string, number, true, false or null)"
             phrases.append(phrase)
             remaining -= members
     phrases.extend(sorted({_TERMINAL_NAMES.get(name, name) for name in remaining if name != "$END"}))
@@ -1048,10 +1063,18 @@ def _hint(text: str, token: Token, expected: set[str]) -> str | None:
         return "`=` is not an operator: use `==` to compare (or `:` for a case-insensitive match)"
     if token.type in ("IDENTIFIER", "TILDE_IDENTIFIER") and value.lower() in KEYWORDS:
         return f"keywords are lowercase: write `{value.lower()}`"
-    if token.type in KEYWORDS.values() and token.type not in expected and (
-        "IDENTIFIER" in expected or "QUOTED_IDENTIFIER" in expected
-    ):
+    if token.type == "MAXSPAN":
+        return "`with maxspan=...` goes right after `sequence` and its `by` keys: `sequence by k with maxspan=5m`"
+    expects_operand = "IDENTIFIER" in expected or "QUOTED_IDENTIFIER" in expected
+    if token.type in ("AND", "OR") and expects_operand:
+        return f"a condition is missing before `{value}`"
+    if token.type in KEYWORDS.values() and token.type not in expected and expects_operand:
         return f"`{value}` is a reserved word; quote a field with that name in back-quotes: `{value}`"
+    if token.type == "LB" and "LP" in expected:
+        return 'lists are written in parentheses: ("a", "b")'
+    if expected and expected <= {"LP", "CONSTANT_LIST"}:
+        return 'write a parenthesised list, e.g. `in ("a", "b")`'
+
     if "WHERE" in expected and len(expected) <= 2:
         return "an event query is `<category> where <condition>`; `any where` matches every category"
     if token.type == "STRING" and "IDENTIFIER" in expected and "STRING" not in expected:

@@ -375,6 +375,12 @@ REJECTED = [
     ("sample [a where true] ![b where true]", 1, 23, "not allowed in a sample", None),
     ("sample [a where true] [b where true] with runs=2", 1, 23, "not allowed in a sample", None),
     ("sample with maxspan=1s [a where true] [b where true]", 1, 8, "unexpected `with`", None),
+    # Hints for common mistakes
+    ("sequence [a where true] [b where true] with maxspan=5m", 1, 45, "unexpected `maxspan`", "right after `sequence`"),
+    ('process where x in "a"', 1, 20, "expected `(`", "parenthesised list"),
+    ('process where x : ["a"]', 1, 19, "expected a constant", "lists are written in parentheses"),
+    ("process where x == 1 or or y == 2", 1, 25, "unexpected `or`", "a condition is missing"),
+    ('process where wildcard(x, "a*")', 1, 15, "Unknown function [wildcard]", "`:` or `like`"),
     # Multi-line position
     ("sequence\n  [process where true]\n  [file where x = 1]", 3, 17, "unexpected `=`", "use `==`"),
 ]
