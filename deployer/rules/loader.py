@@ -34,6 +34,7 @@ JsonPath = tuple[str | int, ...]
 Position = tuple[int, int]
 
 # PyYAML counts all of these as line breaks; splitting the same way keeps marks and lines aligned.
+_STR_TAG = "tag:yaml.org,2002:str"
 _LINE_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
 _BLOCK_HEADER = re.compile(r"([|>])(?:([1-9])([+-])?|([+-])([1-9])?)?")
 
@@ -398,11 +399,18 @@ class _Builder:
         self._built: dict[int, Any] = {}
         self.saw_alias = False
 
+    def _scalar(self, node: yaml.ScalarNode) -> Any:
+        # Strings are most scalars in a rule and need no conversion; the constructor is only
+        # worth its cost for ints, floats, booleans, nulls and timestamps.
+        if node.tag == _STR_TAG:
+            return node.value
+        return self.loader.construct_object(node)
+
     def build(self, node: yaml.Node, path: JsonPath, key: Position | None, indent: int) -> Any:
         if path not in self.positions:
             start = node.start_mark
             span = None
-            if isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:str":
+            if isinstance(node, yaml.ScalarNode) and node.tag == _STR_TAG:
                 end = node.end_mark
                 span = (node.style, node.value, start.line, start.column, end.line, end.column)
             key_line, key_col = key if key is not None else (0, 0)
@@ -412,7 +420,7 @@ class _Builder:
             self.saw_alias = True
             return cached  # an alias: share the object like PyYAML does; positions stay at the anchor
         if isinstance(node, yaml.ScalarNode):
-            return self.loader.construct_object(node)
+            return self._scalar(node)
         if isinstance(node, yaml.SequenceNode):
             seq: list[Any] = []
             self._built[id(node)] = seq
@@ -434,7 +442,7 @@ class _Builder:
                     _finding(self.display, *key_pos, "yaml", "mapping keys must be plain strings")
                 )
                 continue
-            key_value = self.loader.construct_object(key_node)
+            key_value = self._scalar(key_node)
             if not isinstance(key_value, str):
                 # `yes:`/`1:` keys become bool/int in YAML; the rule format only has string keys.
                 self.findings.append(

@@ -28,7 +28,7 @@ from deployer.ecs import registry as ecs_registry
 from deployer.ecs.registry import FieldInfo, FieldRegistry
 from deployer.eql import ast
 from deployer.eql.errors import EqlError
-from deployer.rules import attack
+from deployer.rules import attack, fastschema
 from deployer.rules.findings import ERROR, WARNING, Finding, sort_key
 from deployer.rules.loader import RuleFile, discover_rule_files, load_rule_file
 
@@ -262,11 +262,24 @@ def rule_schema() -> dict[str, Any]:
 
 
 @lru_cache(maxsize=1)
-def _validator() -> jsonschema.Draft202012Validator:
+def _inlined_schema() -> dict[str, Any]:
     # Local "$ref"s are inlined (the schema has no recursion): resolving them through the
-    # referencing registry on every rule is a large share of validation time.
+    # referencing registry on every rule is a large share of jsonschema's time.
     schema = rule_schema()
-    return jsonschema.Draft202012Validator(_inline_refs(schema, schema.get("$defs", {})))
+    return _inline_refs(schema, schema.get("$defs", {}))
+
+
+@lru_cache(maxsize=1)
+def _validator() -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(_inlined_schema())
+
+
+@lru_cache(maxsize=1)
+def _fast_check() -> Callable[[Any], bool] | None:
+    try:
+        return fastschema.compile_schema(_inlined_schema())
+    except fastschema.UnsupportedSchema:
+        return None  # a keyword the fast check lacks: always use jsonschema
 
 
 def _inline_refs(node: Any, defs: dict[str, Any]) -> Any:
@@ -322,6 +335,9 @@ _PATTERN_HINTS = {
 
 def check_schema(rule: RuleFile, ctx: _Context) -> Iterator[Finding]:
     """One finding per JSON Schema error, at the offending key's line."""
+    fast = _fast_check()
+    if fast is not None and fast(rule.data):
+        return  # valid: jsonschema would only confirm it, at many times the cost
     seen: set[tuple[Any, ...]] = set()
     schema_props = rule_schema()["properties"]
     for error in _validator().iter_errors(rule.data):
