@@ -199,22 +199,26 @@ def load_rule_file(path: str | Path) -> tuple[RuleFile | None, list[Finding]]:
     path = Path(path)
     display = str(path)
     try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            return None, [
-                _finding(
-                    display,
-                    1,
-                    1,
-                    "file-size",
-                    f"file is {size / 1024 / 1024:.1f} MiB; rule files are limited to "
-                    f"{MAX_FILE_BYTES // 1024} KiB",
-                    "a rule file holds one rule; move event data into fixtures/*.ndjson",
-                )
-            ]
-        raw = path.read_bytes()
+        if not path.is_file():
+            return None, [_finding(display, 1, 1, "io", "not a regular file")]
+        with path.open("rb") as handle:
+            # Read at most one byte past the limit: the size on disk may be unknown or change.
+            raw = handle.read(MAX_FILE_BYTES + 1)
+            size = path.stat().st_size
     except OSError as exc:
         return None, [_finding(display, 1, 1, "io", f"cannot read file: {exc.strerror or exc}")]
+    if len(raw) > MAX_FILE_BYTES:
+        return None, [
+            _finding(
+                display,
+                1,
+                1,
+                "file-size",
+                f"file is {max(size, len(raw)) / 1024 / 1024:.1f} MiB; rule files are limited to "
+                f"{MAX_FILE_BYTES // 1024} KiB",
+                "a rule file holds one rule; move event data into fixtures/*.ndjson",
+            )
+        ]
     return load_rule_text(raw, path)
 
 

@@ -232,3 +232,10 @@ def test_load_rule_files_collects_rules_and_findings(tmp_path: Path) -> None:
     result = load_rule_files([tmp_path])
     assert [r.rule_id for r in result.rules] == ["a"]
     assert [Path(f.path).name for f in result.findings] == ["bad.yaml"]
+
+
+def test_special_files_are_not_read(tmp_path: Path) -> None:
+    rule, findings = load_rule_file("/dev/zero")
+    assert rule is None and findings[0].code == "io" and "not a regular file" in findings[0].message
+    rule, findings = load_rule_file(tmp_path)
+    assert rule is None and findings[0].code == "io"
