@@ -32,7 +32,9 @@ from deployer.rules import attack, fastschema
 from deployer.rules.findings import ERROR, WARNING, Finding, sort_key
 from deployer.rules.loader import RuleFile, discover_rule_files, load_rule_file
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "rule.schema.json"
+# schemas/rule.schema.json is the one source of truth; the package links to it so an installed
+# (non-editable) build carries the same file.
+SCHEMA_PATH = Path(__file__).with_name("rule.schema.json")
 
 # Index patterns of Kibana's alerts indices: rules over other rules' alerts read these.
 ALERTS_INDEX_PREFIXES = (".alerts-security.alerts-", ".internal.alerts-security.alerts-")
