@@ -78,7 +78,6 @@ class _Compiler:
     """Turns AST nodes into closures over events (predicates) or over bound values (expressions)."""
 
     def __init__(self, field_types: dict[str, Any] | None, category_field: str) -> None:
-        self.strict_mapping = field_types is not None
         self.types: dict[str, FieldType] = {}
         for name, spec in (field_types or {}).items():
             self.types[name] = field_type(spec, name)
@@ -96,10 +95,6 @@ class _Compiler:
             name = ft.alias_of
             ft = self.types.get(name)
         return ft if ft is not None else FieldType(name)
-
-    def unmapped_optional(self, f: ast.Field) -> bool:
-        """True for ``?field`` that the mapping lacks: Elasticsearch reads it as the literal null."""
-        return f.optional and self.strict_mapping and f.name not in self.types
 
     def reader(self, name: str) -> Reader:
         """Reader returning None (no value), a scalar, or a list of non-null indexed values."""
@@ -196,14 +191,12 @@ class _Compiler:
         return self._generic_leaf(expr)
 
     def _field_of(self, expr: ast.Expr) -> ast.Field | None:
-        if isinstance(expr, ast.Field) and not self.unmapped_optional(expr):
+        if isinstance(expr, ast.Field):
             return expr
         return None
 
     def _fast_leaf(self, expr: ast.Expr) -> Pred | None:
         if isinstance(expr, ast.Field):
-            if self.unmapped_optional(expr):
-                return lambda ev: False
             return self._quantified(expr.name, lambda v: v is True)
         if isinstance(expr, ast.Comparison):
             left, right, op = expr.left, expr.right, expr.op
@@ -350,7 +343,7 @@ class _Compiler:
         fn = self.value(expr)
         names: list[str] = []
         for ref in ast.field_refs(expr):
-            if not self.unmapped_optional(ref) and ref.name not in names:
+            if ref.name not in names:
                 names.append(ref.name)
         readers = [(n, self.reader(n)) for n in names]
         if not readers:
@@ -398,8 +391,6 @@ class _Compiler:
         if isinstance(expr, ast.Literal):
             return _const(expr.value)
         if isinstance(expr, ast.Field):
-            if self.unmapped_optional(expr):
-                return _const(None)
             name = expr.name
             return lambda env: env.get(name)
         if isinstance(expr, ast.FunctionCall):
@@ -472,8 +463,8 @@ class _Compiler:
 
     def _comparison_value(self, expr: ast.Comparison) -> ValueFn:
         left, right, op = expr.left, expr.right, expr.op
-        lnull = isinstance(left, ast.NullLiteral) or (isinstance(left, ast.Field) and self.unmapped_optional(left))
-        rnull = isinstance(right, ast.NullLiteral) or (isinstance(right, ast.Field) and self.unmapped_optional(right))
+        lnull = isinstance(left, ast.NullLiteral)
+        rnull = isinstance(right, ast.NullLiteral)
         if (lnull or rnull) and op in ("==", "!="):
             # `x == null` is an IS NULL test (also on expressions), never null itself.
             other = self.value(right if lnull else left)
@@ -481,6 +472,8 @@ class _Compiler:
                 return lambda env: other(env) is None
             return lambda env: other(env) is not None
         a, b = self.value(left), self.value(right)
+        if op in ("==", "!=") and any(isinstance(x, ast.Field) and x.optional for x in (left, right)):
+            return self._optional_equality(expr, a, b)
         # Typed comparisons when one side is a field with a non-keyword mapping.
         ft = None
         for side, lit in ((left, right), (right, left)):
@@ -515,6 +508,25 @@ class _Compiler:
             return None if c is None else ok(c)
 
         return self._fold(expr, ordered)
+
+    def _optional_equality(self, expr: ast.Comparison, a: ValueFn, b: ValueFn) -> ValueFn:
+        # An optional field without a value stands for the literal null, so `?x == y` becomes an
+        # IS NULL test of `y` (Elasticsearch: `?x == ?y` on unmapped fields is true).
+        left_opt = isinstance(expr.left, ast.Field) and expr.left.optional
+        right_opt = isinstance(expr.right, ast.Field) and expr.right.optional
+        negate = expr.op == "!="
+
+        def eq(env: Env) -> Any:
+            x, y = a(env), b(env)
+            if x is None and left_opt or y is None and right_opt:
+                result: Any = x is None and y is None
+            else:
+                result = equals(x, y)
+            if result is None:
+                return None
+            return (not result) if negate else result
+
+        return eq
 
     def _function(self, call: ast.FunctionCall) -> ValueFn:
         spec = lookup(call.name)
@@ -565,18 +577,13 @@ class _Compiler:
         if not fields:
             empty = [()]
             return lambda ev: empty
-        parts = []
-        for f in fields:
-            if self.unmapped_optional(f):
-                parts.append((None, True))
-            else:
-                parts.append((self.reader(f.name), f.optional))
+        parts = [(self.reader(f.name), f.optional) for f in fields]
         if len(parts) == 1:
             ((read, optional),) = parts
             null_keys = [(None,)] if optional else []
 
             def keys1(ev: dict) -> list[tuple]:
-                v = read(ev) if read is not None else None
+                v = read(ev)
                 if v is None:
                     return null_keys
                 if v.__class__ is list:
@@ -590,7 +597,7 @@ class _Compiler:
         def keys(ev: dict) -> list[tuple]:
             columns = []
             for read, optional in parts:
-                v = read(ev) if read is not None else None
+                v = read(ev)
                 if v is None or (v.__class__ is list and not v):
                     if not optional:
                         return []
@@ -978,8 +985,9 @@ def compile_query(
     ``field_types`` maps field names to Elasticsearch types (``"keyword"``, ``"ip"``, ``"date"``,
     ``"version"``, ``"long"``...) or to mapping property dicts (``{"type": "keyword",
     "null_value": "NULL"}``, ``{"type": "alias", "path": "event_type"}``, text with a keyword
-    sub-field). Unlisted fields behave as keyword (strings) or as their JSON type. When a mapping is
-    given, an optional ``?field`` it lacks reads as the literal null, as in Elasticsearch.
+    sub-field). Unlisted fields behave as keyword (strings) or as their JSON type. An optional
+    ``?field`` without a value acts as the literal null in ``==``/``!=`` (``?x == ?y`` is true when
+    both are absent), as an unmapped optional field does in Elasticsearch.
     """
     if isinstance(query, str):
         from deployer.eql import parser

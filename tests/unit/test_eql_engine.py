@@ -263,3 +263,11 @@ def test_trailing_missing_waits_then_keeps_in_order() -> None:
     q = "sequence by k with maxspan=10ms [process where true] ![network where true]"
     program = compile_query(q)
     assert [[e and e["id"] for e in m.events] for m in program.run_sorted(events)] == [[1, None]]
+
+
+def test_optional_fields_act_as_null_literal_in_equality() -> None:
+    events = [{"@timestamp": 1, "id": 1}, {"@timestamp": 2, "id": 2, "y": "b"}]
+    assert flat("any where ?x == ?y", events) == [1]
+    assert flat("any where ?x != ?y", events) == [2]
+    assert flat('any where ?x == "b"', events) == []
+    assert flat('any where ?y == "b"', events) == [2]
