@@ -90,7 +90,9 @@ def _strip_comment_lines(text: str, marker: str) -> str:
 
 def load_mapping(path: Path, keyword_type: str = "keyword") -> dict[str, Any]:
     """Read a QA ``.mapping`` file (``#`` comments, keyword-type placeholder) into field → property."""
-    text = _strip_comment_lines(path.read_text(encoding="utf-8"), "#").replace(_KEYWORD_PLACEHOLDER, keyword_type)
+    text = _strip_comment_lines(path.read_text(encoding="utf-8"), "#").replace(
+        _KEYWORD_PLACEHOLDER, keyword_type
+    )
     mapping = json.loads(text)
     out: dict[str, Any] = {}
 
@@ -229,7 +231,9 @@ def run_suites(directory: Path, keyword_type: str = "keyword") -> SuiteResult:
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; exit 0 when every query passes, 1 otherwise, 2 on usage errors."""
-    ap = argparse.ArgumentParser(prog="python -m deployer.eql.conformance", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m deployer.eql.conformance", description=__doc__.splitlines()[0]
+    )
     ap.add_argument("directory", type=Path, help="folder with the Elasticsearch EQL conformance files")
     ap.add_argument("-v", "--verbose", action="store_true", help="print every failed or unsupported query")
     ap.add_argument(

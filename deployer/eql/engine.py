@@ -210,6 +210,7 @@ class _Compiler:
             if isinstance(right, ast.NullLiteral):
                 if op != "==":
                     return lambda ev: False
+
                 # IS NULL: the field has no indexed value.
                 def is_null(ev: dict) -> bool:
                     v = read(ev)
@@ -350,7 +351,7 @@ class _Compiler:
             result = fn({}) is True
             return lambda ev: result
         if len(readers) == 1:
-            (n1, r1), = readers
+            ((n1, r1),) = readers
 
             def pred1(ev: dict) -> bool:
                 v = r1(ev)
@@ -486,7 +487,9 @@ class _Compiler:
                     a = _const(converted)
         if ft is not None and ft.es_type == "version":
             cmp_fn: Callable[[Any, Any], int | None] = lambda x, y: (  # noqa: E731
-                None if x is None or y is None else (version_key(x) > version_key(y)) - (version_key(x) < version_key(y))
+                None
+                if x is None or y is None
+                else (version_key(x) > version_key(y)) - (version_key(x) < version_key(y))
             )
         else:
             cmp_fn = compare
@@ -618,7 +621,9 @@ class _Compiler:
             fmts.append(_format_date if ft.is_date else None)
         if not any(fmts):
             return list
-        return lambda key: [fmt(v) if fmt is not None and v is not None else v for fmt, v in zip(fmts, key, strict=True)]
+        return lambda key: [
+            fmt(v) if fmt is not None and v is not None else v for fmt, v in zip(fmts, key, strict=True)
+        ]
 
 
 def _format_date(v: Any) -> Any:
@@ -706,7 +711,9 @@ def _kleene_or(values: Iterable[Any]) -> Any:
 class _Step:
     __slots__ = ("index", "category", "cond", "keys", "missing", "positive_index")
 
-    def __init__(self, index: int, category: str | None, cond: Pred, keys: Callable[[dict], list[tuple]], missing: bool) -> None:
+    def __init__(
+        self, index: int, category: str | None, cond: Pred, keys: Callable[[dict], list[tuple]], missing: bool
+    ) -> None:
         self.index = index
         self.category = category
         self.cond = cond
@@ -852,13 +859,21 @@ class Program:
         self._steps: list[_Step] = []
         positives = 0
         for i, step in enumerate(steps_ast):
-            st = _Step(i, step.query.category, c.predicate(step.query.condition), c.keys(seq.keys_for(step)), step.missing)
+            st = _Step(
+                i,
+                step.query.category,
+                c.predicate(step.query.condition),
+                c.keys(seq.keys_for(step)),
+                step.missing,
+            )
             if not step.missing:
                 st.positive_index = positives
                 positives += 1
             self._steps.append(st)
         if positives == 0:
-            raise EqlSyntaxError("a sequence needs at least one step that is not a missing event", seq.line, seq.column)
+            raise EqlSyntaxError(
+                "a sequence needs at least one step that is not a missing event", seq.line, seq.column
+            )
         self._maxspan = seq.maxspan.millis if seq.maxspan is not None else None
         self._layout = [s.missing for s in self._steps]
         self._positives = positives
@@ -867,7 +882,11 @@ class Program:
         self._until: tuple[Pred, Pred | None, Callable[[dict], list[tuple]]] | None = None
         if seq.until is not None:
             u = seq.until
-            self._until = (c.predicate(u.query.condition), c.category_test(u.query.category), c.keys(seq.keys_for(u)))
+            self._until = (
+                c.predicate(u.query.condition),
+                c.category_test(u.query.category),
+                c.keys(seq.keys_for(u)),
+            )
         first_positive = next(s for s in steps_ast if not s.missing)
         self._format_key = c.key_formatter(seq.keys_for(first_positive))
         cat_type = c.ftype(c.category_field)
@@ -965,7 +984,9 @@ class Program:
             yield from self._emit_missing(missing, layout, fmt)
 
     @staticmethod
-    def _emit_missing(missing: MissingEventCheck, layout: list[bool], fmt: Callable[[tuple], list[Any]]) -> Iterator[Match]:
+    def _emit_missing(
+        missing: MissingEventCheck, layout: list[bool], fmt: Callable[[tuple], list[Any]]
+    ) -> Iterator[Match]:
         for k, items, _ in missing.ready():
             it = iter(items)
             events = [None if is_missing else next(it)[1] for is_missing in layout]

@@ -254,14 +254,18 @@ def _kind_of(value: Any) -> str:
     return STR
 
 
-def check_literal_args(spec: FunctionSpec, nargs: int, case_insensitive: bool, constants: dict[int, Any]) -> str | None:
+def check_literal_args(
+    spec: FunctionSpec, nargs: int, case_insensitive: bool, constants: dict[int, Any]
+) -> str | None:
     """Return the verifier's complaint about a call (arity, ``~``, constant argument kinds), or None."""
     if case_insensitive and not spec.case_aware:
         return f"function {spec.name} has no case-insensitive variant {spec.name}~"
     if nargs < spec.min_args or (spec.max_args is not None and nargs > spec.max_args):
         want = (
-            f"{spec.min_args}" if spec.min_args == spec.max_args
-            else f"{spec.min_args} or more" if spec.max_args is None
+            f"{spec.min_args}"
+            if spec.min_args == spec.max_args
+            else f"{spec.min_args} or more"
+            if spec.max_args is None
             else f"{spec.min_args} to {spec.max_args}"
         )
         return f"function {spec.name} takes {want} arguments, got {nargs}"

@@ -214,6 +214,7 @@ def make_getter(path: str | tuple[str, ...], keep_missing: bool = False) -> Call
     if len(parts) == 1:
         (a,) = parts
         if keep_missing:
+
             def get1(event: dict) -> Any:
                 v = event.get(a, MISSING)
                 return v if v.__class__ is not dict else miss

@@ -30,11 +30,26 @@ def flat(query: str, events: list[dict], **kw: object) -> list[object]:
 
 
 EVENTS = [
-    {"@timestamp": 1, "id": 1, "event": {"category": "process", "type": ["start", "process_started"]},
-     "process": {"name": "CMD.EXE", "args": ["cmd.exe", "/c", "whoami"], "pid": 10}},
-    {"@timestamp": 2, "id": 2, "event": {"category": ["process", "network"], "type": "end"},
-     "process": {"name": "cmd.exe", "pid": 20}, "user": {"name": "root"}},
-    {"@timestamp": 3, "id": 3, "event.category": "file", "process.name": "explorer.exe", "file.path": "C:\\x\\a.txt"},
+    {
+        "@timestamp": 1,
+        "id": 1,
+        "event": {"category": "process", "type": ["start", "process_started"]},
+        "process": {"name": "CMD.EXE", "args": ["cmd.exe", "/c", "whoami"], "pid": 10},
+    },
+    {
+        "@timestamp": 2,
+        "id": 2,
+        "event": {"category": ["process", "network"], "type": "end"},
+        "process": {"name": "cmd.exe", "pid": 20},
+        "user": {"name": "root"},
+    },
+    {
+        "@timestamp": 3,
+        "id": 3,
+        "event.category": "file",
+        "process.name": "explorer.exe",
+        "file.path": "C:\\x\\a.txt",
+    },
 ]
 
 
@@ -61,10 +76,10 @@ EVENTS = [
         ('process where event.type : "process_*"', [1]),
         ('process where process.args == "/c"', [1]),
         ('process where process.args : "WHOAMI"', [1]),
-        ('process where length(process.args) == 2', [1]),
+        ("process where length(process.args) == 2", [1]),
         ('process where event.type in ("end", "nothing")', [2]),
         # Category arrays and dotted keys.
-        ('network where true', [2]),
+        ("network where true", [2]),
         ('file where process.name == "explorer.exe"', [3]),
         ('any where file.path : "c:\\\\x\\\\*"', [3]),
         # Negation means "no value matches": a document without the field matches.
@@ -72,16 +87,16 @@ EVENTS = [
         ('any where not user.name == "root"', [1, 3]),
         ('any where process.args != "/c"', [2, 3]),
         ('process where not process.name : "cmd.exe"', []),
-        ('any where user.name == null', [1, 3]),
-        ('any where user.name != null', [2]),
-        ('any where process.pid > 15', [2]),
-        ('any where process.pid / 3 == 3', [1]),
-        ('any where process.pid % 7 == 6', [2]),
-        ('any where process.pid in (10, 20)', [1, 2]),
-        ('any where ?process.nothing == null', [1, 2, 3]),
-        ('any where ?process.nothing', []),
+        ("any where user.name == null", [1, 3]),
+        ("any where user.name != null", [2]),
+        ("any where process.pid > 15", [2]),
+        ("any where process.pid / 3 == 3", [1]),
+        ("any where process.pid % 7 == 6", [2]),
+        ("any where process.pid in (10, 20)", [1, 2]),
+        ("any where ?process.nothing == null", [1, 2, 3]),
+        ("any where ?process.nothing", []),
         ('any where concat(process.name, user.name) == "cmd.exeroot"', [2]),
-        ('any where concat(process.name, user.name) == null', [1, 3]),
+        ("any where concat(process.name, user.name) == null", [1, 3]),
     ],
 )
 def test_operator_semantics(query: str, expected: list[int]) -> None:
@@ -104,7 +119,7 @@ def test_field_types_ip_version_date_null_value() -> None:
     assert flat('any where v < "1.9.5"', events, field_types=types) == [2]
     assert flat('any where v < "1.9.5"', events) == [1, 2]  # keyword: lexicographic
     assert flat('any where d == "NULL"', events, field_types=types) == [1]
-    assert flat('any where d == null', events, field_types=types) == [2]
+    assert flat("any where d == null", events, field_types=types) == [2]
     assert flat('any where @timestamp > "2024-01-01T00:00:01Z"', events) == [2]
     assert flat("any where @timestamp == 1704067200000", events) == [1]
 
@@ -118,7 +133,9 @@ def test_text_field_uses_keyword_subfield_and_ignore_above() -> None:
 
 def test_alias_field_type() -> None:
     events = [{"@timestamp": 1, "id": 1, "event_type": "process"}]
-    assert flat("process where true", events, field_types={"event.category": {"type": "alias", "path": "event_type"}}) == [1]
+    assert flat(
+        "process where true", events, field_types={"event.category": {"type": "alias", "path": "event_type"}}
+    ) == [1]
 
 
 def test_verifier_errors_and_unsupported() -> None:
@@ -188,7 +205,9 @@ def test_sequence_by_entity_and_maxspan_inclusive_ms() -> None:
 def test_sequence_null_keys_dropped_unless_optional() -> None:
     events = [ev(1, "process", id=1), ev(2, "network", id=2)]
     assert ids("sequence by process.entity_id [process where true] [network where true]", events) == []
-    got = list(compile_query("sequence by ?process.entity_id [process where true] [network where true]").run(events))
+    got = list(
+        compile_query("sequence by ?process.entity_id [process where true] [network where true]").run(events)
+    )
     assert [m.join_keys for m in got] == [[None]]
 
 

@@ -13,7 +13,9 @@ from tests.conftest import SHARED_DIR
 
 CASES_FILE = SHARED_DIR / "eql-conformance" / "unit" / "test_string_functions.toml"
 
-_TOKEN = re.compile(r'\s*(?:(?P<str>"(?:[^"\\]|\\.)*")|(?P<num>[+-]?\d+(?:\.\d+)?)|(?P<word>\w+~?)|(?P<punct>[(),]))')
+_TOKEN = re.compile(
+    r'\s*(?:(?P<str>"(?:[^"\\]|\\.)*")|(?P<num>[+-]?\d+(?:\.\d+)?)|(?P<word>\w+~?)|(?P<punct>[(),]))'
+)
 
 
 def _parse_call(text: str) -> tuple[str, bool, list[Any]]:
@@ -54,7 +56,7 @@ def _cases() -> tuple[list[Any], list[Any]]:
         return [pytest.param("", None, True, marks=skip)], [pytest.param("", marks=skip)]
     raw = CASES_FILE.read_text()
     # `# expected = null` means "null or not asserted" (TOML has no null): make it visible.
-    data = tomllib.loads(raw.replace("# expected = null", 'expected_null = true'))
+    data = tomllib.loads(raw.replace("# expected = null", "expected_null = true"))
     folds, failures = [], []
     for section, body in data.items():
         for group in ("fold", None):
@@ -64,7 +66,14 @@ def _cases() -> tuple[list[Any], list[Any]]:
                 expected = case.get("expected")
                 if case.get("expected_null"):
                     expected = "" if expr in _NOT_FOUND_EMPTY else None
-                folds.append(pytest.param(expr, expected, "expected" in case or case.get("expected_null", False), id=f"{section}:{expr}"))
+                folds.append(
+                    pytest.param(
+                        expr,
+                        expected,
+                        "expected" in case or case.get("expected_null", False),
+                        id=f"{section}:{expr}",
+                    )
+                )
         for case in body.get("verifier", {}).get("failures", []):
             failures.append(pytest.param(case["expression"], id=f"{section}:{case['expression']}"))
     return folds, failures

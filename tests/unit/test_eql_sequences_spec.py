@@ -70,6 +70,9 @@ def test_spec_file_has_all_specs() -> None:
     assert len(_specs()) == 25
 
 
-@pytest.mark.parametrize("name,stages,expected", _specs() or [pytest.param("absent", [], [], marks=pytest.mark.skip(reason=f"{SPEC} is absent"))])
+@pytest.mark.parametrize(
+    "name,stages,expected",
+    _specs() or [pytest.param("absent", [], [], marks=pytest.mark.skip(reason=f"{SPEC} is absent"))],
+)
 def test_series_spec(name: str, stages: list[list[str]], expected: list[list[str]]) -> None:
     assert _run(stages) == _expected(expected), name
