@@ -320,11 +320,10 @@ class _Compiler:
             if v.__class__ is str:
                 if (v.lower() if ci else v) in strings:
                     return True
-            elif ci and strings and not others:
-                return False
-            return any(equals(v, o) is True for o in others) or (
-                v.__class__ is not str and any(equals(v, s) is True for s in strings)
-            )
+                # A numeric constant against a numeric-looking string value.
+                return any(equals(v, o) is True for o in others)
+            # A number against the list: numeric constants, or numeric strings parsed.
+            return any(equals(v, o) is True for o in others) or any(equals(v, s) is True for s in strings)
 
         return test
 
@@ -494,8 +493,7 @@ class _Compiler:
         else:
             cmp_fn = compare
         if op == "==":
-            if ft is not None and ft.es_type == "version":
-                return lambda env: _eq_via(cmp_fn, a(env), b(env))
+            # Equality is exact for every type (a version term matches its exact text).
             return self._fold(expr, lambda env: equals(a(env), b(env)))
         if op == "!=":
 
@@ -642,11 +640,6 @@ def _convert_literal(ft: FieldType, value: Any) -> Any:
         # A numeric constant keeps its own precision: `long_field < 4.5` is not `< 4`.
         return value
     return ft.convert_literal(value)
-
-
-def _eq_via(cmp_fn: Callable[[Any, Any], int | None], a: Any, b: Any) -> Any:
-    c = cmp_fn(a, b)
-    return None if c is None else c == 0
 
 
 _CMP: dict[str, Callable[[int], bool]] = {
