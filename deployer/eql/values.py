@@ -134,7 +134,9 @@ def format_timestamp(millis: int) -> str:
 
 
 def _collect(value: Any, out: list[Any]) -> None:
-    if value is None:
+    # Objects are not values: a path that ends on an object (or on objects inside an array)
+    # has no value there, as in Elasticsearch.
+    if value is None or isinstance(value, dict):
         return
     if isinstance(value, list):
         for item in value:
@@ -149,7 +151,7 @@ def values_of(raw: Any) -> list[Any]:
         return []
     if raw.__class__ is list:
         for item in raw:
-            if item is None or item.__class__ is list:
+            if item is None or item.__class__ is list or item.__class__ is dict:
                 out: list[Any] = []
                 _collect(raw, out)
                 return out
@@ -178,10 +180,7 @@ def _resolve(obj: Any, parts: tuple[str, ...], start: int, out: list[Any]) -> bo
         value = obj[key]
         if end == n:
             found = True
-            if isinstance(value, list):
-                out.extend(value)
-            elif not isinstance(value, dict):
-                out.append(value)
+            _collect(value, out)
         else:
             found = _resolve(value, parts, end, out) or found
     return found

@@ -290,3 +290,19 @@ def test_optional_fields_act_as_null_literal_in_equality() -> None:
     assert flat("any where ?x != ?y", events) == [2]
     assert flat('any where ?x == "b"', events) == []
     assert flat('any where ?y == "b"', events) == [2]
+
+
+def test_objects_are_not_values_and_arrays_of_objects_contribute_values() -> None:
+    events = [
+        {
+            "@timestamp": 1,
+            "id": 1,
+            "event": {"category": "process"},
+            "process": [{"pid": 1}, {"pid": 2}],
+            "obj": [{"a": 1}],
+        },
+        {"@timestamp": 2, "id": 2, "event": {"category": "network"}, "process": {"pid": 2}, "obj": {"a": 1}},
+    ]
+    assert ids("sequence by process.pid [process where true] [network where true]", events) == [[1, 2]]
+    assert ids("sequence by obj [process where true] [network where true]", events) == []
+    assert flat("any where obj == null", events) == [1, 2]
