@@ -22,6 +22,7 @@ from deployer.eql.functions import check_literal_args, lookup
 from deployer.eql.patterns import regex_matcher, wildcards_matcher
 from deployer.eql.sequence import MissingEventCheck, SequenceMatcher
 from deployer.eql.values import (
+    KEYWORD_TYPES,
     MISSING,
     FieldType,
     compare,
@@ -235,7 +236,15 @@ class _Compiler:
 
     def _quantified(self, name: str, test: Callable[[Any], bool], equal_to: str | None = None) -> Pred:
         ft = self.ftype(name)
-        if ft.coercer() is None and ft.null_value is None:
+        plain_keyword = ft.declared and ft.es_type in KEYWORD_TYPES and ft.ignore_above is None
+        if plain_keyword and ft.null_value is None:
+            # Keyword values are strings; the rare non-string source value is converted lazily.
+            exact = test
+
+            def test(v: Any) -> bool:
+                return exact(v if v.__class__ is str else es_string(v))
+
+        if (ft.coercer() is None or plain_keyword) and ft.null_value is None:
             # Untyped field: read the document directly (the hot path of most rules).
             get = make_getter(ft.name)
             if equal_to is not None:

@@ -18,6 +18,7 @@ from typing import Any
 
 __all__ = [
     "MISSING",
+    "KEYWORD_TYPES",
     "parse_timestamp",
     "format_timestamp",
     "make_getter",
@@ -277,7 +278,7 @@ def make_getter(path: str | tuple[str, ...], keep_missing: bool = False) -> Call
 
 # ---------------------------------------------------------------- mapping types
 
-_KEYWORD_TYPES = frozenset({"keyword", "wildcard", "constant_keyword", "text", "match_only_text"})
+KEYWORD_TYPES = frozenset({"keyword", "wildcard", "constant_keyword", "text", "match_only_text"})
 _INT_TYPES = frozenset({"long", "integer", "short", "byte", "unsigned_long"})
 _FLOAT_TYPES = frozenset({"double", "float", "half_float", "scaled_float"})
 _DATE_TYPES = frozenset({"date", "date_nanos"})
@@ -319,7 +320,7 @@ class FieldType:
         t = self.es_type
         if not self.declared:
             return None
-        if t in _KEYWORD_TYPES:
+        if t in KEYWORD_TYPES:
             limit = self.ignore_above
             if limit is None:
                 return _to_keyword

@@ -306,3 +306,12 @@ def test_objects_are_not_values_and_arrays_of_objects_contribute_values() -> Non
     assert ids("sequence by process.pid [process where true] [network where true]", events) == [[1, 2]]
     assert ids("sequence by obj [process where true] [network where true]", events) == []
     assert flat("any where obj == null", events) == [1, 2]
+
+
+def test_keyword_field_holding_numbers_compares_as_strings() -> None:
+    events = [{"@timestamp": 1, "id": 1, "code": 5}, {"@timestamp": 2, "id": 2, "code": [50, True]}]
+    types = {"code": "keyword"}
+    assert flat('any where code == "5"', events, field_types=types) == [1]
+    assert flat('any where code : "5*"', events, field_types=types) == [1, 2]
+    assert flat('any where code == "true"', events, field_types=types) == [2]
+    assert flat("any where code == 5", events, field_types=types) == [1]
