@@ -315,3 +315,14 @@ def test_keyword_field_holding_numbers_compares_as_strings() -> None:
     assert flat('any where code : "5*"', events, field_types=types) == [1, 2]
     assert flat('any where code == "true"', events, field_types=types) == [2]
     assert flat("any where code == 5", events, field_types=types) == [1]
+
+
+def test_package_never_imports_the_eql_library() -> None:
+    # The `eql` library (AGPLv3) is only a benchmark comparison, installed outside the project.
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "deployer"
+    pattern = re.compile(r"^\s*(import eql\b|from eql\b)", re.MULTILINE)
+    offenders = [str(p) for p in root.rglob("*.py") if pattern.search(p.read_text(encoding="utf-8"))]
+    assert offenders == []
