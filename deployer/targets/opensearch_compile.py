@@ -306,7 +306,7 @@ List e = new ArrayList();
 e.add(doc[params.ts].value.toInstant().toEpochMilli());
 e.add(m);
 def tb = null;
-if (params.tb != null && doc.containsKey(params.tb) && doc[params.tb].size() > 0) { tb = doc[params.tb].value; }
+if (params.containsKey('tb') && doc.containsKey(params.tb) && doc[params.tb].size() > 0) { tb = doc[params.tb].value; }
 e.add(tb);
 e.add(doc['_seq_no'].size() > 0 ? doc['_seq_no'].value : 0L);
 for (f in params.kf) {
@@ -619,7 +619,6 @@ def _compile_sequence(rid: str, rule: Mapping[str, Any], seq: ast.Sequence) -> C
                             "reduce_script": {"lang": "painless", "source": _REDUCE_SCRIPT},
                             "params": {
                                 "ts": ts_field,
-                                "tb": tiebreaker,
                                 "kf": union_fields,
                                 "bits": bits,
                                 "upos": union_positions,
@@ -632,6 +631,10 @@ def _compile_sequence(rid: str, rule: Mapping[str, Any], seq: ast.Sequence) -> C
             }
         },
     }
+    if tiebreaker:
+        # Only set when present: OpenSearch rejects null script parameters.
+        metric = search["aggregations"][COMPOSITE_AGG]["aggregations"][SEQUENCE_AGG]["scripted_metric"]
+        metric["params"]["tb"] = str(tiebreaker)
     indices = [str(i) for i in (rule.get("index") or [])]
     if not indices:
         raise UnsupportedConstruct(rid, "index", "the rule names no index patterns")
