@@ -29,7 +29,7 @@ def _fail(message: str, code: int = EXIT_ENV, hint: str | None = None) -> None:
 
 
 def _repo_root() -> Path:
-    from deployer.targets.config import find_config
+    from deployer.config import find_config
 
     found = find_config()
     return found.parent if found else Path.cwd()
@@ -92,7 +92,21 @@ def _fmt_entities(entities: list[tuple[str, ...]]) -> str:
 
 def print_report(report: Any) -> None:
     """The per-rule table, refusals and totals, as text."""
-    rows = [("RULE", "FIXTURE", "EXPECT", "EXPECTED", "ALERTED", "RESULT")]
+    if report.mode == "search":
+        click.echo(
+            "Search-only mode: no monitor was deployed and no alert stored; each rule's monitor search "
+            "and trigger condition ran on the cluster."
+        )
+    rows = [
+        (
+            "RULE",
+            "FIXTURE",
+            "EXPECT",
+            "EXPECTED",
+            "ALERTED" if report.mode != "search" else "SELECTED",
+            "RESULT",
+        )
+    ]
     for o in report.outcomes:
         result = "ok" if o.ok else "FAIL"
         rows.append(
@@ -113,8 +127,9 @@ def print_report(report: Any) -> None:
     for rid in report.no_fixtures:
         click.echo(f"  no fixtures: {rid} (deployed, not verified)")
     c = report.counts()
+    verb = "selected by the trigger" if report.mode == "search" else "alerted"
     click.echo(
-        f"Positive fixtures alerted: {c['positive_alerted']}/{c['positive_total']}; "
+        f"Positive fixtures {verb}: {c['positive_alerted']}/{c['positive_total']}; "
         f"near misses silent: {c['near_miss_silent']}/{c['near_miss_total']}; "
         f"rules not compiled: {len(report.refused)}."
     )
@@ -135,6 +150,12 @@ def print_report(report: Any) -> None:
 @click.option("--no-mappings", is_flag=True, help="Do not write the mapping templates first.")
 @click.option("--keep-events", is_flag=True, help="Leave the last replayed fixture in the replay index.")
 @click.option(
+    "--search-only",
+    is_flag=True,
+    help="For clusters without the Alerting plugin: run each monitor's search and trigger condition "
+    "on the cluster instead of deploying and executing monitors (no alert is stored).",
+)
+@click.option(
     "--format",
     "fmt",
     type=click.Choice(["text", "json"]),
@@ -150,6 +171,7 @@ def verify(
     timeout: float,
     no_mappings: bool,
     keep_events: bool,
+    search_only: bool,
     fmt: str,
 ) -> None:
     """Deploy rules to OpenSearch, replay their fixtures and check the alerts (exit 1 on any miss)."""
@@ -163,6 +185,8 @@ def verify(
     try:
         client = _client(opensearch_url, ca_cert, insecure, timeout)
         try:
+            if not search_only:
+                client.require_alerting()
             templates = None if no_mappings else load_engine_templates(root, "opensearch")
             with _status(fmt == "text" and sys.stderr.isatty(), total, "replaying fixtures") as step:
                 report = run_verify(
@@ -171,11 +195,15 @@ def verify(
                     templates=templates,
                     on_outcome=lambda o: step(f"{o.rule_id} / {o.name}"),
                     keep_events=keep_events,
+                    search_only=search_only,
                 )
         finally:
             client.close()
     except TargetError as exc:
-        _fail(exc.message, EXIT_ENV, exc.hint)
+        hint = exc.hint
+        if "Alerting plugin" in exc.message:
+            hint = "install the Alerting plugin, or pass --search-only to check the compiled monitor searches"
+        _fail(exc.message, EXIT_ENV, hint)
     if fmt == "json":
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:

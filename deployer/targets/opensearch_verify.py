@@ -21,7 +21,7 @@ from typing import Any
 
 from deployer.targets.base import Result, TargetError
 from deployer.targets.opensearch import OpenSearchClient, OpenSearchTarget, deploy
-from deployer.targets.opensearch_compile import CompiledRule, UnsupportedConstruct, trigger_id
+from deployer.targets.opensearch_compile import COMPOSITE_AGG, CompiledRule, UnsupportedConstruct, trigger_id
 
 REPLAY_SUFFIX = "dac-replay"
 # The last replayed event lands this long before "now", so it is inside the run's window.
@@ -68,6 +68,7 @@ class VerifyReport:
     deploy_results: list[Result] = field(default_factory=list)
     templates: int = 0
     no_fixtures: list[str] = field(default_factory=list)
+    mode: str = "alerting"  # "alerting": monitors deployed and executed; "search": search + trigger only
 
     @property
     def ok(self) -> bool:
@@ -89,6 +90,7 @@ class VerifyReport:
         """JSON-ready form."""
         return {
             "ok": self.ok,
+            "mode": self.mode,
             "counts": self.counts(),
             "templates": self.templates,
             "outcomes": [o.to_dict() for o in self.outcomes],
@@ -372,6 +374,42 @@ def _tests(rule: Any) -> list[dict[str, Any]]:
     return [t for t in tests if isinstance(t, dict)]
 
 
+MODE_ALERTING = "alerting"
+MODE_SEARCH = "search"
+
+
+def run_monitor_search(client: OpenSearchClient, compiled: CompiledRule, period_end_ms: int) -> list[Entity]:
+    """Run a monitor's search input and trigger condition on the cluster, without the Alerting plugin.
+
+    The search is the monitor's own, with ``{{period_end}}`` rendered as Alerting renders it
+    (epoch milliseconds); the trigger condition runs server-side as a core ``bucket_selector``
+    under the composite aggregation, which resolves ``buckets_path`` with the same helper as
+    Alerting's bucket-level trigger. Composite pages are followed like Alerting does.
+    """
+    search_input = compiled.monitor["inputs"][0]["search"]
+    body = json.loads(json.dumps(search_input["query"]).replace("{{period_end}}", str(period_end_ms)))
+    condition = compiled.monitor["triggers"][0]["bucket_level_trigger"]["condition"]
+    composite = body["aggregations"][COMPOSITE_AGG]
+    composite["aggregations"]["dac_trigger"] = {
+        "bucket_selector": {"buckets_path": condition["buckets_path"], "script": condition["script"]}
+    }
+    indices = ",".join(search_input["indices"])
+    params = {"ignore_unavailable": "true", "allow_no_indices": "true"}
+    out: list[Entity] = []
+    for _page in range(1000):
+        data = client.request("POST", f"/{indices}/_search", body, params=params)
+        agg = (data.get("aggregations") or {}).get(COMPOSITE_AGG) or {}
+        for bucket in agg.get("buckets") or []:
+            key = tuple(str(bucket["key"][name]) for name in sorted(bucket["key"], key=lambda k: int(k[1:])))
+            if key not in out:
+                out.append(key)
+        after = agg.get("after_key")
+        if not after:
+            break
+        composite["composite"]["after"] = after
+    return out
+
+
 def verify(
     client: OpenSearchClient,
     rules: Sequence[Any],
@@ -379,19 +417,30 @@ def verify(
     templates: Any = None,
     on_outcome: Callable[[FixtureOutcome], None] | None = None,
     keep_events: bool = False,
+    search_only: bool = False,
 ) -> VerifyReport:
-    """Deploy templates and rules, replay every fixture, and check the monitors' alerts."""
+    """Deploy templates and rules, replay every fixture, and check the monitors' alerts.
+
+    With ``search_only`` (for clusters without the Alerting plugin) no monitor is written: each
+    rule's monitor search and trigger condition run on the cluster (``run_monitor_search``) and
+    no alert is stored.
+    """
     from deployer.testing.events import read_events
 
-    report = VerifyReport()
-    client.require_alerting()
+    report = VerifyReport(mode=MODE_SEARCH if search_only else MODE_ALERTING)
+    if not search_only:
+        client.require_alerting()
     if templates is not None:
         report.templates = deploy_templates(client, templates)
     target = OpenSearchTarget(client)
-    _plan, report.deploy_results = deploy(target, rules)
+    monitor_ids: dict[str, str] = {}
+    if search_only:
+        target.desired(rules)
+    else:
+        _plan, report.deploy_results = deploy(target, rules)
+        target.read_current(target.compiled.keys())
+        monitor_ids = target.monitor_ids()
     report.refused = list(target.refused)
-    target.read_current(target.compiled.keys())
-    monitor_ids = target.monitor_ids()
 
     compiled_by_id = target.compiled
     replay_indices = {replay_index(c) for c in compiled_by_id.values()}
@@ -417,7 +466,8 @@ def verify(
                 outcome.events = len(events)
                 if outcome.expect == "match":
                     outcome.expected = expected_entities(compiled, events, test.get("sequences") or [])
-                shifted, span = shift_events(events, int(time.time() * 1000), compiled.timestamp_field)
+                now_ms = int(time.time() * 1000)
+                shifted, span = shift_events(events, now_ms, compiled.timestamp_field)
                 if span + END_MARGIN_MS > compiled.lookback_ms:
                     outcome.message = (
                         f"fixture spans {span // 1000}s, longer than the monitor's {compiled.lookback_ms // 1000}s "
@@ -425,10 +475,13 @@ def verify(
                     )
                 clear_indices(client, replay_indices)
                 bulk_index(client, replay_index(compiled), shifted)
-                result = client.execute_monitor(monitor_ids[compiled.rule_id])
-                outcome.alerted = alerted_entities(result, compiled.rule_id)
-                outcome.persisted = persisted_entities(client, monitor_ids[compiled.rule_id])
-                _judge(outcome)
+                if search_only:
+                    outcome.alerted = run_monitor_search(client, compiled, now_ms)
+                else:
+                    result = client.execute_monitor(monitor_ids[compiled.rule_id])
+                    outcome.alerted = alerted_entities(result, compiled.rule_id)
+                    outcome.persisted = persisted_entities(client, monitor_ids[compiled.rule_id])
+                _judge(outcome, require_stored=not search_only)
             except (TargetError, OSError, ValueError, KeyError) as exc:
                 outcome.ok = False
                 outcome.message = f"error: {exc}"
@@ -440,7 +493,7 @@ def verify(
     return report
 
 
-def _judge(outcome: FixtureOutcome) -> None:
+def _judge(outcome: FixtureOutcome, *, require_stored: bool = True) -> None:
     alerted = set(outcome.alerted)
     expected = set(outcome.expected)
     notes = [outcome.message] if outcome.message else []
@@ -451,7 +504,7 @@ def _judge(outcome: FixtureOutcome) -> None:
     else:
         missing = expected - alerted
         extra = alerted - expected
-        persisted_missing = expected - set(outcome.persisted)
+        persisted_missing = expected - set(outcome.persisted) if require_stored else set()
         outcome.ok = bool(expected) and not missing and not extra and not persisted_missing
         if not expected:
             notes.append("no expected sequence listed")
