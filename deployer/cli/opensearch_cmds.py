@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -215,7 +216,7 @@ def verify(
 
 
 def _pick_demo_rule(rules: list[Any], compiled: dict[str, Any]) -> tuple[Any, dict[str, Any]] | None:
-    """The AN1314 rule (preferring a non-building-block one) that compiled and has a positive fixture."""
+    """An AN1314 rule that compiled and has a positive fixture (AN1314-first, then non-building-block)."""
     candidates = []
     for rule in rules:
         meta = rule.metadata or {}
@@ -225,24 +226,34 @@ def _pick_demo_rule(rules: list[Any], compiled: dict[str, Any]) -> tuple[Any, di
         for test in meta.get("tests") or []:
             if isinstance(test, dict) and test.get("expect") == "match":
                 building_block = bool(rule.data.get("building_block_type"))
-                candidates.append((building_block, rule.rule_id, rule, test))
+                primary = implements[0] == "AN1314"
+                candidates.append((not primary, building_block, rule.rule_id, rule, test))
                 break
     if not candidates:
         return None
-    candidates.sort(key=lambda c: (c[0], c[1]))
-    return candidates[0][2], candidates[0][3]
+    candidates.sort(key=lambda c: (c[0], c[1], c[2]))
+    return candidates[0][3], candidates[0][4]
+
+
+def _reads(patterns: list[str], index: str) -> bool:
+    """True when one of the index patterns matches the concrete index name."""
+    import fnmatch
+
+    return any(fnmatch.fnmatchcase(index, p) for p in patterns if not p.startswith("-"))
 
 
 def _start_cluster(echo: Callable[[str], None]) -> str:
     """Start (or reuse) the local OpenSearch through the cluster manager and return its URL."""
     from deployer.cluster import manager
+    from deployer.cluster.errors import ClusterError
 
-    echo("starting a local OpenSearch (first run downloads it from Maven Central; this can take minutes)")
-    started = manager.up("opensearch")
-    url = getattr(started, "url", None) or (started.get("url") if isinstance(started, dict) else started)
-    if not url:
-        raise click.ClickException("the cluster manager did not report a URL")
-    return str(url)
+    echo("starting a local OpenSearch (the first run downloads it from Maven Central)")
+    try:
+        instance = manager.start("opensearch", progress=echo)
+    except ClusterError as exc:
+        _fail(exc.message, EXIT_ENV, exc.hint)
+        raise  # unreachable: _fail exits
+    return str(instance.url)
 
 
 @click.command("demo")
@@ -262,6 +273,7 @@ def demo(opensearch_url: str | None, rule_path: Path | None) -> None:
         events_for_entity,
         load_engine_templates,
         replay_fixture,
+        run_monitor_search,
     )
     from deployer.testing.events import read_events
 
@@ -275,17 +287,24 @@ def demo(opensearch_url: str | None, rule_path: Path | None) -> None:
         say(f"OpenSearch at {url}")
         client = _client(url, None, False, 60.0)
         try:
-            client.require_alerting()
+            with_alerting = any("alerting" in p for p in client.plugins())
             written = deploy_templates(client, load_engine_templates(root, "opensearch"))
             say(f"mapping templates written: {written}")
             target = OpenSearchTarget(client)
-            plan, results = deploy(target, rules)
-            failed = [r for r in results if not r.ok]
-            s = plan.summary()
-            say(
-                f"rules deployed as monitors: {len(target.compiled)} ({s['create']} created, "
-                f"{s['update']} updated, {s['unchanged']} unchanged, {len(failed)} failed)"
-            )
+            if with_alerting:
+                plan, results = deploy(target, rules)
+                failed = [r for r in results if not r.ok]
+                s = plan.summary()
+                say(
+                    f"rules deployed as monitors: {len(target.compiled)} ({s['create']} created, "
+                    f"{s['update']} updated, {s['unchanged']} unchanged, {len(failed)} failed)"
+                )
+            else:
+                target.desired(rules)
+                say(
+                    "this OpenSearch has no Alerting plugin: monitors cannot be stored, so each monitor's "
+                    f"search and trigger run directly ({len(target.compiled)} rules compiled)"
+                )
             for refusal in target.refused:
                 say(f"not deployed: {refusal}")
             picked = _pick_demo_rule(rules, target.compiled)
@@ -293,31 +312,46 @@ def demo(opensearch_url: str | None, rule_path: Path | None) -> None:
                 _fail("no compiled AN1314 rule with a positive fixture to replay", EXIT_FAIL)
                 return
             rule, test = picked
-            compiled = target.compiled[rule.rule_id]
-            target.read_current([rule.rule_id])
-            monitor_id = target.monitor_ids()[rule.rule_id]
             events = [dict(e) for e in read_events(Path(rule.path).parent / str(test["events"]))]
             say(f"replaying {len(events)} events of '{test.get('name')}' ({test['events']}), shifted to now")
-            index = replay_fixture(client, compiled, events)
-            say(f"running monitor {monitor_id} now (Alerting _execute)")
-            entities = alerted_entities(client.execute_monitor(monitor_id), rule.rule_id)
-            stored = client.alerts(monitor_id, "ACTIVE")
-            if not entities:
-                click.echo(f"No alert: rule {rule.rule_id} did not fire on its fixture.")
+            index = replay_fixture(client, target.compiled[rule.rule_id], events)
+            # Every compiled rule reading the replay index runs, so the whole chain shows: the app
+            # that wrote the file and spawned the child, then the child that talked to the network.
+            readers = [c for c in target.compiled.values() if _reads(c.indices, index)]
+            if with_alerting:
+                target.read_current([c.rule_id for c in readers])
+                monitor_ids = target.monitor_ids()
+            fired = 0
+            for compiled in sorted(readers, key=lambda c: c.rule_id):
+                if with_alerting:
+                    monitor_id = monitor_ids[compiled.rule_id]
+                    entities = alerted_entities(client.execute_monitor(monitor_id), compiled.rule_id)
+                    stored = len(client.alerts(monitor_id, "ACTIVE"))
+                    where = f"Alerting monitor {monitor_id} (_execute), {stored} active alert(s) stored"
+                else:
+                    entities = run_monitor_search(client, compiled, int(time.time() * 1000))
+                    where = "monitor search + trigger condition (no Alerting plugin: nothing stored)"
+                if not entities:
+                    continue
+                fired += 1
+                data = next(r for r in rules if r.rule_id == compiled.rule_id).data
+                click.echo("")
+                click.echo(click.style("ALERT", fg="red", bold=True) + f"  {compiled.name}")
+                click.echo(f"  rule_id    {compiled.rule_id}")
+                click.echo(f"  severity   {data.get('severity')}")
+                click.echo(f"  source     {where}")
+                for entity in entities:
+                    keys = " / ".join(
+                        f"{fields[0]}={value}"
+                        for fields, value in zip(compiled.key_fields, entity, strict=False)
+                    )
+                    click.echo(f"  entity     {keys}")
+                    click.echo("  events:")
+                    for line in events_for_entity(client, index, compiled, entity):
+                        click.echo(f"    {line}")
+            if not fired:
+                click.echo(f"No alert: no rule fired on '{test.get('name')}'.")
                 sys.exit(EXIT_FAIL)
-            click.echo("")
-            click.echo(click.style("ALERT", fg="red", bold=True) + f"  {compiled.name}")
-            click.echo(f"  rule_id    {rule.rule_id}")
-            click.echo(f"  severity   {rule.data.get('severity')}")
-            click.echo(f"  monitor    {monitor_id} ({len(stored)} active alert(s) stored)")
-            for entity in entities:
-                keys = " / ".join(
-                    f"{fields[0]}={value}" for fields, value in zip(compiled.key_fields, entity, strict=False)
-                )
-                click.echo(f"  entity     {keys}")
-                click.echo("  events:")
-                for line in events_for_entity(client, index, compiled, entity):
-                    click.echo(f"    {line}")
         finally:
             client.close()
     except TargetError as exc:
