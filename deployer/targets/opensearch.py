@@ -25,7 +25,6 @@ from deployer.targets.opensearch_compile import (
     UnsupportedConstruct,
     canonical_json,
     compile_rules,
-    fingerprint,
     is_owned,
 )
 
@@ -261,25 +260,13 @@ class OpenSearchClient:
 # ---------------------------------------------------------------- normal form
 
 
-def _strip_defaults(value: Any) -> Any:
-    # OpenSearch re-serialises stored queries with defaults spelled out; drop them so a stored
-    # query compares equal to the body that was sent.
-    if isinstance(value, Mapping):
-        out = {}
-        for k, v in value.items():
-            if k == "boost" and v in (1, 1.0):
-                continue
-            if k == "adjust_pure_negative" and v is True:
-                continue
-            out[k] = _strip_defaults(v)
-        return out
-    if isinstance(value, list):
-        return [_strip_defaults(v) for v in value]
-    return value
-
-
 def normalise(monitor: Mapping[str, Any]) -> dict[str, Any]:
-    """The comparable form of a monitor, the same for a compiled body and a stored one."""
+    """The comparable form of a monitor, the same for a compiled body and a stored one.
+
+    OpenSearch stores the search input re-serialised (defaults spelled out, ``range`` rewritten
+    as from/to, numbers as strings), so the query itself is compared through the fingerprint
+    ``dac`` wrote into ``ui_metadata`` with it; every other field is compared as stored.
+    """
     inputs = monitor.get("inputs") or [{}]
     search = (inputs[0] or {}).get("search") or {}
     triggers = []
@@ -300,17 +287,13 @@ def normalise(monitor: Mapping[str, Any]) -> dict[str, Any]:
         )
     schedule = (monitor.get("schedule") or {}).get("period") or {}
     meta = dict((monitor.get("ui_metadata") or {}).get(OWNER_KEY) or {})
-    query = _strip_defaults(search.get("query") or {})
     return {
         "name": monitor.get("name"),
         "enabled": bool(monitor.get("enabled")),
         "monitor_type": monitor.get("monitor_type"),
-        "schedule": {"interval": schedule.get("interval"), "unit": schedule.get("unit")},
+        "schedule": {"interval": schedule.get("interval"), "unit": str(schedule.get("unit", "")).upper()},
         "indices": list(search.get("indices") or []),
         "triggers": triggers,
-        # The query is compared through a hash so plans stay readable; the full bodies are in
-        # the plan's desired/current for anyone who needs them.
-        "query_sha": fingerprint({"q": query}),
         "ui_metadata": {OWNER_KEY: meta},
     }
 
@@ -330,9 +313,8 @@ class OpenSearchTarget:
     """The OpenSearch Alerting target for ``dac plan``/``dac deploy`` (see deployer.targets.base)."""
 
     kind = "opensearch"
-    # Informational: the rule version, and the body hash (every field it covers is compared
-    # through the normal form already).
-    compare_ignore: Collection[str] = ("ui_metadata.dac.rule_version", "ui_metadata.dac.fingerprint")
+    # The rule version is informational: a change to it alone does not rewrite a monitor.
+    compare_ignore: Collection[str] = ("ui_metadata.dac.rule_version",)
 
     def __init__(self, client: OpenSearchClient, name: str = "") -> None:
         self.client = client

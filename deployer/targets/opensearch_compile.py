@@ -631,6 +631,15 @@ def _compile_sequence(rid: str, rule: Mapping[str, Any], seq: ast.Sequence) -> C
             }
         },
     }
+    # Alerting renders the whole search as a mustache template; rule text containing `{{` would
+    # be taken for a template tag and silently change the query.
+    if canonical_json(search).count("{{") != 2:
+        raise UnsupportedConstruct(
+            rid,
+            "'{{' in the query",
+            "Alerting renders searches as mustache templates, which would alter it",
+            seq,
+        )
     if tiebreaker:
         # Only set when present: OpenSearch rejects null script parameters.
         metric = search["aggregations"][COMPOSITE_AGG]["aggregations"][SEQUENCE_AGG]["scripted_metric"]

@@ -108,7 +108,7 @@ def test_deploy_twice_second_writes_nothing(alerting: OpenSearchClient) -> None:
 
         plan = build_plan(desired, current, owned=target.owned, ignore=target.compare_ignore)
         assert [c.action for c in plan.changes] == ["update"]
-        assert plan.changes[0].changed_paths() == {"triggers"}
+        assert plan.changes[0].changed_paths() == {"triggers", "ui_metadata.dac.fingerprint"}
 
 
 def test_every_fixture_alerts_for_the_right_entity_and_no_near_miss_does(client: OpenSearchClient) -> None:

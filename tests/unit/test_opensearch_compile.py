@@ -252,6 +252,11 @@ def test_rule_over_alerts_refused_with_reason():
     assert "building-block" in str(info.value)
 
 
+def test_mustache_braces_in_rule_text_refused():
+    with pytest.raises(UnsupportedConstruct, match="mustache"):
+        compile_rule(rule(SEQ.replace("destination.port == 443", 'process.command_line : "*{{x}}*"')))
+
+
 def test_kibana_filters_and_exceptions_refused():
     with pytest.raises(UnsupportedConstruct, match="filters"):
         compile_rule(rule(SEQ, filters=[{"query": {"match_all": {}}}]))
@@ -418,7 +423,7 @@ def test_durations():
 
 
 def _as_stored(monitor: dict[str, Any]) -> dict[str, Any]:
-    """What OpenSearch returns for a monitor: defaults spelled out, server fields added."""
+    """What OpenSearch returns for a monitor: query re-serialised with defaults, server fields added."""
     stored = copy.deepcopy(monitor)
 
     def add_defaults(node: Any) -> None:
@@ -431,6 +436,13 @@ def _as_stored(monitor: dict[str, Any]) -> dict[str, Any]:
                 if key == "bool" and isinstance(value, dict):
                     value.setdefault("adjust_pure_negative", True)
                     value.setdefault("boost", 1.0)
+                    if "minimum_should_match" in value:
+                        value["minimum_should_match"] = str(value["minimum_should_match"])
+                if key == "range" and isinstance(value, dict):
+                    for spec in value.values():
+                        if isinstance(spec, dict) and "gte" in spec:
+                            spec.update(from_=spec.pop("gte"), include_lower=True, include_upper=True)
+                            spec["to"] = spec.pop("lte", None)
                 add_defaults(value)
         elif isinstance(node, list):
             for item in node:
@@ -448,4 +460,5 @@ def test_normal_form_ignores_server_defaults_but_not_changes():
     assert same_body(stored, compiled.monitor)
     other = compile_rule(rule(SEQ.replace("443", "8443")))
     assert not same_body(stored, other.monitor)
-    assert normalise(stored)["query_sha"] != normalise(other.monitor)["query_sha"]
+    fp = "ui_metadata", "dac", "fingerprint"
+    assert normalise(stored)[fp[0]][fp[1]][fp[2]] != normalise(other.monitor)[fp[0]][fp[1]][fp[2]]

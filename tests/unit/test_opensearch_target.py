@@ -116,15 +116,15 @@ def test_change_is_an_update_with_field_diff():
     plan, _ = deploy(target(client), [rule("a", severity="critical", enabled=False)])
     (change,) = plan.changes
     assert change.action == UPDATE
-    assert change.changed_paths() == {"enabled", "triggers"}
+    assert change.changed_paths() == {"enabled", "triggers", "ui_metadata.dac.fingerprint"}
     assert client.writes[-1][0] == "update"
 
 
-def test_query_change_shows_as_query_hash():
+def test_query_change_shows_as_fingerprint_change():
     client = FakeClient()
     deploy(target(client), [rule("a")])
     plan, _ = deploy(target(client), [rule("a", query=SEQ.replace("30s", "45s"))])
-    assert plan.changes[0].changed_paths() == {"query_sha"}
+    assert plan.changes[0].changed_paths() == {"ui_metadata.dac.fingerprint"}
 
 
 def test_version_bump_alone_writes_nothing():
