@@ -99,14 +99,22 @@ def fetch(engine: str, refresh: bool, fmt: str) -> None:
               help="Seconds to wait for green/yellow health.")
 @click.option("--url-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the URL to this file once healthy.")
+@click.option("-E", "settings", multiple=True, metavar="KEY=VALUE",
+              help="Extra node setting, as the servers' own -E (repeatable).")
 @FORMAT_OPTION
 def up(engine: str, name: str, http_port: int | None, transport_port: int | None, heap: str,
-       timeout: float, url_file: Path | None, fmt: str) -> None:
+       timeout: float, url_file: Path | None, settings: tuple[str, ...], fmt: str) -> None:
     """Start a local server on 127.0.0.1 (fetching it first if needed) and wait until it is healthy."""
+    extra: dict[str, str] = {}
+    for item in settings:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="-E")
+        extra[key.strip()] = value.strip()
     try:
         with _progress(fmt) as progress:
             instance = manager.start(engine, name=name, http_port=http_port, transport_port=transport_port,
-                                     heap=heap, timeout=timeout, progress=progress)
+                                     heap=heap, timeout=timeout, progress=progress, extra_settings=extra)
         info = manager.status(engine, name)
     except ClusterError as exc:
         _fail(exc, fmt)

@@ -391,7 +391,7 @@ atexit.register(_stop_at_exit)
 def start(engine: str, *, name: str = "default", http_port: int | None = None,
           transport_port: int | None = None, heap: str = DEFAULT_HEAP, timeout: float = DEFAULT_TIMEOUT,
           root: Path | None = None, progress: Progress = _quiet, stop_at_exit: bool = False,
-          replace: bool = False) -> Instance:
+          replace: bool = False, extra_settings: dict[str, str] | None = None) -> Instance:
     """Start (or return the already running) instance `name` of `engine` and wait until it is healthy."""
     spec = get_engine(engine)
     root = root or cache_dir()
@@ -414,6 +414,7 @@ def start(engine: str, *, name: str = "default", http_port: int | None = None,
     (directory / "logs").mkdir(exist_ok=True)
     (directory / "data").mkdir(exist_ok=True)
     settings = server_settings(spec, name=name, http_port=http, transport_port=transport, directory=directory)
+    settings.update(extra_settings or {})
     conf = _prepare_config(spec, install, directory, settings, heap)
     pid_file = directory / "server.pid"
     pid_file.unlink(missing_ok=True)
@@ -459,12 +460,17 @@ def start(engine: str, *, name: str = "default", http_port: int | None = None,
 
 
 def stop(engine: str, name: str = "default", *, root: Path | None = None,
-         timeout: float = STOP_TIMEOUT) -> bool:
-    """Stop an instance (SIGTERM, then SIGKILL after `timeout`); return True when one was running."""
+         timeout: float = STOP_TIMEOUT, remove: bool = False) -> bool:
+    """Stop an instance (SIGTERM, then SIGKILL after `timeout`); return True when one was running.
+
+    With `remove`, the instance directory (config, data, logs) is deleted afterwards.
+    """
     root = root or cache_dir()
     _STOP_AT_EXIT.discard((engine, name, str(root)))
     instance = read_state(engine, name, root)
     if instance is None:
+        if remove:
+            shutil.rmtree(instance_dir(engine, name, root), ignore_errors=True)
         return False
     was_running = False
     if group_alive(instance.pgid) and _belongs_to(instance.pgid, Path(instance.directory)):
@@ -479,7 +485,33 @@ def stop(engine: str, name: str = "default", *, root: Path | None = None,
         (Path(instance.directory) / "state.json").unlink()
     with contextlib.suppress(OSError):
         (Path(instance.directory) / "server.pid").unlink()
+    if remove:
+        shutil.rmtree(instance.directory, ignore_errors=True)
     return was_running
+
+
+def list_instances(root: Path | None = None) -> list[tuple[str, str]]:
+    """Return (engine, name) of every instance directory in the cache."""
+    base = (root or cache_dir()) / "instances"
+    found = []
+    for path in sorted(base.glob("*-*")) if base.is_dir() else []:
+        engine, _, name = path.name.partition("-")
+        if engine in ("opensearch", "elasticsearch") and name:
+            found.append((engine, name))
+    return found
+
+
+def reap_orphans(prefix: str, root: Path | None = None) -> list[str]:
+    """Stop and remove instances named `<prefix><pid>` whose owning process `pid` is gone."""
+    reaped = []
+    for engine, name in list_instances(root):
+        if not name.startswith(prefix):
+            continue
+        owner = name[len(prefix):]
+        if owner.isdigit() and not pid_alive(int(owner)):
+            stop(engine, name, root=root, remove=True)
+            reaped.append(f"{engine}-{name}")
+    return reaped
 
 
 def status(engine: str, name: str = "default", *, root: Path | None = None) -> dict:
