@@ -295,7 +295,9 @@ def alerted_entities(result: Mapping[str, Any], rule_id: str) -> list[Entity]:
         if trig.get("error"):
             raise TargetError(f"{rule_id}: trigger failed: {trig['error']}")
         for bucket in (trig.get("agg_result_buckets") or {}).values():
-            key = tuple(str(v) for v in bucket.get("bucket_keys") or [])
+            # Each selected bucket is serialised as {"agg_alert_content": {"bucket_keys": [...], ...}}.
+            content = bucket.get("agg_alert_content", bucket)
+            key = tuple(str(v) for v in content.get("bucket_keys") or [])
             if key not in out:
                 out.append(key)
     return out
