@@ -263,8 +263,12 @@ def test_alerted_entities_and_judgement():
             trigger_id("x"): {
                 "error": None,
                 "agg_result_buckets": {
-                    "ent-1": {"bucket_keys": ["ent-1"]},
-                    "ent-2": {"bucket_keys": ["ent-2"]},
+                    "ent-1": {
+                        "agg_alert_content": {"parent_bucket_path": "composite_agg", "bucket_keys": ["ent-1"]}
+                    },
+                    "ent-2": {
+                        "agg_alert_content": {"parent_bucket_path": "composite_agg", "bucket_keys": ["ent-2"]}
+                    },
                 },
             }
         },
