@@ -160,4 +160,6 @@ def test_monitor_matches_offline_engine(client: OpenSearchClient, kind: str) -> 
         if monitor_id is not None:
             client.delete_monitor(monitor_id)
     assert not disagreements, disagreements[0]
-    assert 0 < alerted_rounds < 25, f"{alerted_rounds}/25 rounds alerted: the streams must exercise both outcomes"
+    assert 0 < alerted_rounds < 25, (
+        f"{alerted_rounds}/25 rounds alerted: the streams must exercise both outcomes"
+    )
