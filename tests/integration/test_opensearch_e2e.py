@@ -72,12 +72,8 @@ def _has_alerting(client: OpenSearchClient) -> bool:
 
 
 @pytest.fixture
-def alerting(client: OpenSearchClient) -> OpenSearchClient:
-    """The client, when the cluster has the Alerting plugin (monitors can be written)."""
-    if not _has_alerting(client):
-        pytest.skip(
-            "the local OpenSearch has no Alerting plugin (its zip is not on the reachable Maven Central)"
-        )
+def alerting(opensearch_alerting: Any, client: OpenSearchClient) -> OpenSearchClient:
+    """The client, when the cluster has the Alerting plugin (skips with the reason otherwise)."""
     return client
 
 
