@@ -323,6 +323,7 @@ class OpenSearchTarget:
         self.compiled: dict[str, CompiledRule] = {}
         self._bodies: dict[str, dict[str, Any]] = {}
         self._stored: dict[str, _Stored] = {}
+        self._checked = False
 
     def describe(self) -> str:
         """One line: kind and URL (never credentials)."""
@@ -344,6 +345,10 @@ class OpenSearchTarget:
         wanted = set(rule_ids)
         out: dict[str, dict[str, Any]] = {}
         self._stored = {}
+        if not self._checked:
+            # Without Alerting every monitor call fails with "no handler"; say what is missing.
+            self.client.require_alerting()
+            self._checked = True
         hits = self.client.search_monitors()
         # Owned monitors first, so a hand-made copy carrying the same rule_id never shadows ours.
         hits.sort(key=lambda h: (not is_owned(h["monitor"]), str(h["_id"])))

@@ -86,6 +86,9 @@ class FakeClient:
         self.monitors.pop(mid, None)
         self.writes.append(("delete", mid))
 
+    def require_alerting(self) -> None:
+        pass
+
     def close(self) -> None:
         pass
 
