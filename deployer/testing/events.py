@@ -90,14 +90,14 @@ def default_field_types() -> FieldTypeLookup | None:
     return lookup
 
 
-def _open_binary(path: str | Path, stdin: IO[bytes] | None) -> tuple[IO[bytes], bool]:
+def _open_binary(path: str | Path, stdin: IO[bytes] | None, name: str) -> tuple[IO[bytes], bool]:
     """Open the raw byte stream and say whether we own it (stdin is never closed here)."""
     if str(path) == "-":
         return (stdin if stdin is not None else sys.stdin.buffer), False
     try:
         return open(path, "rb"), True  # noqa: SIM115 - closed by the caller's finally
     except OSError as exc:
-        raise EventsError(display_name(path), None, f"cannot open: {exc.strerror or exc}") from None
+        raise EventsError(name, None, f"cannot open: {exc.strerror or exc}") from None
 
 
 def _maybe_gunzip(raw: IO[bytes]) -> IO[bytes]:
@@ -112,10 +112,12 @@ def _maybe_gunzip(raw: IO[bytes]) -> IO[bytes]:
     return buffered
 
 
-def iter_lines(path: str | Path, *, stdin: IO[bytes] | None = None) -> Iterator[tuple[int, bytes, bool]]:
+def iter_lines(
+    path: str | Path, *, stdin: IO[bytes] | None = None, name: str | None = None
+) -> Iterator[tuple[int, bytes, bool]]:
     """Yield (line number, raw bytes without the newline, whether the line ended with a newline)."""
-    name = display_name(path)
-    raw, owned = _open_binary(path, stdin)
+    name = display_name(path) if name is None else name
+    raw, owned = _open_binary(path, stdin, name)
     try:
         stream = _maybe_gunzip(raw)
         lineno = 0
@@ -138,34 +140,51 @@ def iter_events(
     *,
     field_types: FieldTypeLookup | None = None,
     stdin: IO[bytes] | None = None,
+    name: str | None = None,
 ) -> Iterator[Event]:
     """Yield each non-blank line of an ndjson events source as an `Event`, raising `EventsError` on bad input."""
-    name = display_name(path)
-    for lineno, raw_line, ended in iter_lines(path, stdin=stdin):
+    for event, _ in iter_timed_events(path, field_types=field_types, stdin=stdin, name=name):
+        yield event
+
+
+def iter_timed_events(
+    path: str | Path,
+    *,
+    field_types: FieldTypeLookup | None = None,
+    stdin: IO[bytes] | None = None,
+    name: str | None = None,
+) -> Iterator[tuple[Event, int]]:
+    """Like `iter_events`, with each event's `@timestamp` in epoch ms; `name` overrides the source name in errors."""
+    shown = display_name(path) if name is None else name
+    checker = FieldChecker(field_types) if field_types is not None else None
+    loads = json.loads
+    for lineno, raw_line, ended in iter_lines(path, stdin=stdin, name=shown):
         try:
             text = raw_line.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise EventsError(name, lineno, f"not UTF-8 (byte {exc.start + 1}): {exc.reason}") from None
+            raise EventsError(shown, lineno, f"not UTF-8 (byte {exc.start + 1}): {exc.reason}") from None
         if lineno == 1:
             text = text.removeprefix("\ufeff")
-        if not text.strip():
+        if not text or text.isspace():
             continue
         try:
-            obj = json.loads(text)
+            obj = loads(text)
         except json.JSONDecodeError as exc:
             hint = ""
             # A complete event ends with "}"; a last line that does not, and has no newline, was cut.
             if not ended and not text.rstrip().endswith("}"):
                 hint = " (the last line ends without a newline: the file looks truncated)"
-            raise EventsError(name, lineno, f"invalid JSON at column {exc.colno}: {exc.msg}{hint}") from None
+            raise EventsError(shown, lineno, f"invalid JSON at column {exc.colno}: {exc.msg}{hint}") from None
         except RecursionError:
-            raise EventsError(name, lineno, "invalid JSON: nested too deeply") from None
-        if not isinstance(obj, dict):
+            raise EventsError(shown, lineno, "invalid JSON: nested too deeply") from None
+        if obj.__class__ is not dict:
             raise EventsError(
-                name, lineno, f"expected a JSON object (one event per line), got {_json_kind(obj)}"
+                shown, lineno, f"expected a JSON object (one event per line), got {_json_kind(obj)}"
             )
-        check_event(obj, source=name, line=lineno, field_types=field_types)
-        yield Event(obj, lineno)
+        ts = _check_timestamp(obj, shown, lineno)
+        if checker is not None:
+            checker.check(obj, shown, lineno)
+        yield Event(obj, lineno), ts
 
 
 def read_events(
@@ -198,55 +217,144 @@ def check_event(
     field_types: FieldTypeLookup | None = None,
 ) -> None:
     """Check @timestamp and, with a registry lookup, every field's type; coerce in place as Elasticsearch would."""
-    if TIMESTAMP_FIELD not in event:
-        raise EventsError(source, line, f"missing {TIMESTAMP_FIELD} (every event needs one to be ordered)")
-    ts = event[TIMESTAMP_FIELD]
+    _check_timestamp(event, source, line)
+    if field_types is not None:
+        FieldChecker(field_types).check(event, source, line)
+
+
+def _check_timestamp(event: dict[str, Any], source: str, line: int) -> int:
+    """Validate `@timestamp` and return it in epoch ms."""
+    try:
+        ts = event[TIMESTAMP_FIELD]
+    except KeyError:
+        raise EventsError(
+            source, line, f"missing {TIMESTAMP_FIELD} (every event needs one to be ordered)"
+        ) from None
     if isinstance(ts, bool) or not isinstance(ts, str | int | float) or ts == "":
         raise EventsError(
             source, line, f"{TIMESTAMP_FIELD} must be an ISO-8601 string or epoch milliseconds, got {ts!r}"
         )
     try:
-        _parse_timestamp(ts)
+        return _parse_timestamp(ts)
     except (ValueError, TypeError, OverflowError) as exc:
         raise EventsError(
             source,
             line,
             f"unparsable {TIMESTAMP_FIELD}: {exc}",
         ) from None
-    if field_types is not None:
-        _check_object(event, "", source, line, field_types)
 
 
-def _check_object(obj: dict[str, Any], prefix: str, source: str, line: int, lookup: FieldTypeLookup) -> None:
-    for key, value in obj.items():
+_NONE = type(None)
+# Value classes `_coerce` returns unchanged for a type family: the per-field fast path skips the
+# call for them. `None` means every scalar is kept as is (types the reader does not check).
+_KEEP: dict[str, frozenset[type] | None] = {
+    **{t: frozenset({int, _NONE}) for t in _INTEGER_TYPES},
+    **{t: frozenset({int, float, _NONE}) for t in _FLOAT_TYPES},
+    **{t: frozenset({str, _NONE}) for t in _KEYWORD_TYPES | _TEXT_TYPES},
+    "boolean": frozenset({bool, _NONE}),
+    "ip": frozenset({_NONE}),
+    "date": frozenset({_NONE}),
+}
+_OBJECT_TYPES = ("object", "nested", "flattened", "geo_point")
+# A bound on the field-name cache: events with unbounded key sets (maps keyed by ids) must not
+# make it grow with the file.
+_MAX_CACHED_FIELDS = 50_000
+_MAX_CACHED_IPS = 65_536
+
+
+class _Field:
+    """What the checker knows about one field path: its dotted name, ECS type and sub-fields."""
+
+    __slots__ = ("name", "ftype", "keep", "children")
+
+    def __init__(self, name: str, ftype: str | None) -> None:
+        self.name = name
+        self.ftype = ftype
+        self.keep = _KEEP.get(ftype) if ftype is not None else None
+        self.children: dict[str, _Field] = {}
+
+
+class FieldChecker:
+    """Checks and coerces events against a field-type lookup; the per-field decisions are cached by key path."""
+
+    def __init__(self, lookup: FieldTypeLookup) -> None:
+        self._lookup = lookup
+        self._root: dict[str, _Field] = {}
+        self._cached = 0
+        # Addresses repeat across events; validating each distinct string once is enough.
+        self._good_ips: set[str] = set()
+        self._timestamp_checked = lookup(TIMESTAMP_FIELD) in ("date", None)
+
+    def check(self, event: dict[str, Any], source: str, line: int) -> None:
+        """Raise `EventsError` on a value Elasticsearch would reject; coerce the others in place."""
+        self._object(event, self._root, "", source, line)
+
+    def _field(self, node: dict[str, _Field], prefix: str, key: str) -> _Field:
         name = f"{prefix}{key}"
-        ftype = lookup(name)
-        if isinstance(value, dict):
-            if ftype is not None and ftype not in ("object", "nested", "flattened", "geo_point"):
-                raise EventsError(
-                    source, line, f"field {name!r} is {ftype} in ECS but the value is an object"
-                )
-            if ftype not in ("flattened", "geo_point"):
-                _check_object(value, f"{name}.", source, line, lookup)
-            continue
-        if ftype is None:
-            continue
-        if isinstance(value, list):
-            # Elasticsearch flattens arrays of arrays; so does the reader, so the evaluator sees
-            # the same values.
-            flat = _flatten(value) if any(isinstance(v, list) for v in value) else value
-            for i, item in enumerate(flat):
-                if isinstance(item, dict):
-                    if ftype in ("object", "nested"):
-                        _check_object(item, f"{name}.", source, line, lookup)
-                        continue
+        field = _Field(name, self._lookup(name))
+        if self._cached < _MAX_CACHED_FIELDS:
+            node[key] = field
+            self._cached += 1
+        return field
+
+    def _object(
+        self, obj: dict[str, Any], node: dict[str, _Field], prefix: str, source: str, line: int
+    ) -> None:
+        for key, value in obj.items():
+            field = node.get(key)
+            if field is None:
+                if key == TIMESTAMP_FIELD and not prefix and self._timestamp_checked:
+                    continue  # `_check_timestamp` has accepted exactly what the date check would
+                field = self._field(node, prefix, key)
+            ftype = field.ftype
+            cls = value.__class__
+            if cls is dict or (cls is not list and isinstance(value, dict)):
+                if ftype is not None and ftype not in _OBJECT_TYPES:
                     raise EventsError(
-                        source, line, f"field {name!r} is {ftype} in ECS but element {i} is an object"
+                        source, line, f"field {field.name!r} is {ftype} in ECS but the value is an object"
                     )
-                flat[i] = _coerce(item, name, ftype, source, line)
-            obj[key] = flat
-        else:
-            obj[key] = _coerce(value, name, ftype, source, line)
+                if ftype != "flattened" and ftype != "geo_point":
+                    self._object(value, field.children, f"{field.name}.", source, line)
+                continue
+            if ftype is None:
+                continue
+            if cls is list or isinstance(value, list):
+                obj[key] = self._array(value, field, source, line)
+                continue
+            keep = field.keep
+            if keep is None or cls in keep:
+                continue
+            if ftype == "ip" and cls is str and value in self._good_ips:
+                continue
+            else:
+                obj[key] = _coerce(value, field.name, ftype, source, line)
+                if ftype == "ip" and len(self._good_ips) < _MAX_CACHED_IPS:
+                    self._good_ips.add(value)
+
+    def _array(self, value: list[Any], field: _Field, source: str, line: int) -> list[Any]:
+        # Elasticsearch flattens arrays of arrays; so does the reader, so the evaluator sees the
+        # same values.
+        flat = value
+        for v in value:
+            if isinstance(v, list):
+                flat = _flatten(value)
+                break
+        ftype = field.ftype
+        assert ftype is not None
+        keep = field.keep or ()
+        for i, item in enumerate(flat):
+            cls = item.__class__
+            if cls in keep:
+                continue
+            if isinstance(item, dict):
+                if ftype == "object" or ftype == "nested":
+                    self._object(item, field.children, f"{field.name}.", source, line)
+                    continue
+                raise EventsError(
+                    source, line, f"field {field.name!r} is {ftype} in ECS but element {i} is an object"
+                )
+            flat[i] = _coerce(item, field.name, ftype, source, line)
+        return flat
 
 
 def _flatten(values: list[Any]) -> list[Any]:
