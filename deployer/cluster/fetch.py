@@ -482,5 +482,7 @@ def assemble(spec: EngineSpec, *, root: Path | None = None, repo: Path | None = 
             shutil.rmtree(final)
         home.rename(final)
         shutil.rmtree(staging, ignore_errors=True)
+        # The copied jars and zips are now inside the install (and in ~/.m2): no need for a third copy.
+        shutil.rmtree(root / "build" / spec.cache_key, ignore_errors=True)
         progress(f"{spec.engine} {spec.version}: ready in {final} ({manifest['assembly_seconds']}s)")
         return Install(spec, final, manifest)

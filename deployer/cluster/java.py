@@ -85,7 +85,10 @@ def _candidates() -> list[tuple[Path, str]]:
 def find_java(spec: EngineSpec, environ: dict[str, str] | None = None) -> JavaRuntime:
     """Return a Java the engine supports, honouring the engine's JAVA_HOME variable and JAVA_HOME."""
     env = os.environ if environ is None else environ
-    wanted = f"{spec.java_min}–{spec.java_max}"
+    java_max = spec.java_max
+    if spec.java_max_as_root is not None and os.geteuid() == 0:
+        java_max = spec.java_max_as_root
+    wanted = f"{spec.java_min}–{java_max}"
     for var in (spec.java_home_env, "JAVA_HOME"):
         value = env.get(var)
         if not value:
@@ -98,7 +101,7 @@ def find_java(spec: EngineSpec, environ: dict[str, str] | None = None) -> JavaRu
                 hint=f"point {var} at a JDK {wanted} (for example /usr/lib/jvm/java-17-openjdk-amd64), "
                 f"or unset it so dac picks one from /usr/lib/jvm",
             )
-        if spec.java_min <= version <= spec.java_max:
+        if spec.java_min <= version <= java_max:
             return JavaRuntime(home, version, var)
         if var == spec.java_home_env:
             # The engine-specific variable is an explicit choice: starting on another JDK
@@ -111,7 +114,7 @@ def find_java(spec: EngineSpec, environ: dict[str, str] | None = None) -> JavaRu
     usable: list[JavaRuntime] = []
     for home, source in _candidates():
         version = java_version(home)
-        if version is not None and spec.java_min <= version <= spec.java_max:
+        if version is not None and spec.java_min <= version <= java_max:
             usable.append(JavaRuntime(home, version, source))
     if not usable:
         raise JavaNotFoundError(
