@@ -254,3 +254,21 @@ def test_missing_mvn_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.Monkey
     with pytest.raises(FetchError, match="mvn is not installed") as err:
         fetch.fetch_artifact(OPENSEARCH.distribution, tmp_path / "d", tmp_path / "repo")
     assert "apt-get install maven" in (err.value.hint or "")
+
+
+def test_plugin_install_failure_is_a_clear_error(tmp_path: Path) -> None:
+    from deployer.cluster.errors import PluginInstallError
+    from deployer.cluster.java import JavaRuntime
+
+    home = tmp_path / "home"
+    (home / "bin").mkdir(parents=True)
+    cli = home / OPENSEARCH.plugin_cli
+    cli.write_text("#!/bin/sh\necho \"ERROR: plugin [opensearch-alerting] requires plugin [lang-painless]\" >&2\nexit 1\n")
+    cli.chmod(0o755)
+    archive = tmp_path / "alerting-2.19.4.0.zip"
+    archive.write_bytes(b"PK")
+    plugin = next(p for p in OPENSEARCH.plugins if p.name == "opensearch-alerting")
+    with pytest.raises(PluginInstallError, match="requires plugin \\[lang-painless\\]") as err:
+        fetch._install_plugin(home, OPENSEARCH, plugin, archive, JavaRuntime(Path("/jdk"), 17, "test"))
+    assert "could not install opensearch-alerting" in str(err.value)
+    assert "order" in (err.value.hint or "")
