@@ -1,6 +1,7 @@
 """Differential test: the compiled monitor alerts on exactly the entities the offline EQL engine matches.
 
-Random event streams (ties, out-of-window gaps, repeated steps, several entities) are written
+Random event streams (ties, maxspan edges, repeated steps, two keys one of them optional and
+sometimes null, steps on different key fields, several entities) are written
 to a real OpenSearch, the monitor is executed, and the alerted keys are compared with the keys of
 the sequences `deployer.eql.engine` finds in the same events.
 """
@@ -62,6 +63,11 @@ QUERIES = {
           [any where process.name : "a*"]
           [any where process.name : "*b"]
     """,
+    "two-keys-one-optional": """
+        sequence by host.id, ?user.name with maxspan=20s
+          [process where event.type == "start"]
+          [network where true]
+    """,
     "different-key-fields": """
         sequence with maxspan=30s
           [file where file.extension : "hta"] by process.entity_id
@@ -79,8 +85,11 @@ def _event(rng: random.Random, kind: str, i: int, t_s: int) -> dict[str, Any]:
         "@timestamp": format_ts(BASE_MS + t_s * 1000),
         "event": {"id": f"e{i}"},
         "process": {"entity_id": entity, "name": rng.choice(["ab", "a", "b", "xb", "ax"])},
-        "user": {"name": rng.choice(["alice", "bob"])},
+        "host": {"id": rng.choice(["h1", "h2"])},
     }
+    # Some events carry no user at all: an optional key joins them on null.
+    if rng.random() < 0.7:
+        event["user"] = {"name": rng.choice(["alice", "bob"])}
     if kind == "different-key-fields":
         event["process"]["parent"] = {"entity_id": rng.choice(["p1", "p2", "p3"])}
     # The repeated-step rule needs runs of logins for one user; other rules mix all categories.
