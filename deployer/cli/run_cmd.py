@@ -34,9 +34,9 @@ def format_result(result: dict) -> str:
 def run(events_path: str, rule_paths: tuple[Path, ...]) -> None:
     """Replay events through the rules and print one JSON object per match (exit 0 matched or not)."""
     from deployer.testing.evaluate import EvaluationError
-    from deployer.testing.events import EventsError, default_field_types, iter_events
+    from deployer.testing.events import EventsError, default_field_types
     from deployer.testing.loading import load_rules
-    from deployer.testing.replay import replay
+    from deployer.testing.stream import replay_file
 
     if not rule_paths:
         if not DEFAULT_RULES_DIR.is_dir():
@@ -52,14 +52,16 @@ def run(events_path: str, rule_paths: tuple[Path, ...]) -> None:
 
     status = _Status(enabled=sys.stderr.isatty())
     try:
-        events = []
-        for event in iter_events(events_path, field_types=default_field_types()):
-            events.append(event)
-            if len(events) % 10_000 == 0:
-                status.update(f"read {len(events):,} events")
-        status.update(f"evaluating {len(loaded.rules)} rules over {len(events):,} events")
+        results = replay_file(
+            loaded.rules,
+            events_path,
+            library=loaded.library,
+            field_types=default_field_types(),
+            progress=lambda n: status.update(f"evaluating {len(loaded.rules)} rules, read {n:,} events"),
+            on_fallback=lambda why: status.update(f"replaying in memory: {why}"),
+        )
         out = sys.stdout
-        for result in replay(loaded.rules, events, library=loaded.library):
+        for result in results:
             out.write(format_result(result) + "\n")
     except BrokenPipeError:
         # The reader stopped early (`dac run ... | head`): not an error.

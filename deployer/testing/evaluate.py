@@ -165,6 +165,10 @@ class Evaluator:
         for rule_id in self._closure(targets):
             self.program(self.by_id[rule_id])
 
+    def order(self, targets: Iterable[str]) -> list[str]:
+        """The targets and what they depend on, dependencies first; raises `EvaluationError` on a bad graph."""
+        return self._closure(targets)
+
     def _closure(self, targets: Iterable[str]) -> list[str]:
         order = closure(targets, self.by_id)
         for rule_id in order:
@@ -233,6 +237,11 @@ def _compile_message(rule: RuleLike, exc: Exception) -> str:
         tail = f" (hint: {exc.hint})" if exc.hint else ""
         return f"{what}: {getattr(rule, 'path', '')}:{line}:{col}: {exc.message}{tail}"
     return f"{what}: {exc}"
+
+
+def time_key(doc: dict[str, Any]) -> Any:
+    """How events and alerts are merged onto one time line: `@timestamp` in epoch ms (0 when unparsable)."""
+    return _time_key(doc)
 
 
 def _time_key(doc: dict[str, Any]) -> Any:

@@ -192,9 +192,10 @@ def read_events(
     *,
     field_types: FieldTypeLookup | None = None,
     stdin: IO[bytes] | None = None,
+    name: str | None = None,
 ) -> list[Event]:
     """Read a whole ndjson events source into a list (see `iter_events`)."""
-    return list(iter_events(path, field_types=field_types, stdin=stdin))
+    return list(iter_events(path, field_types=field_types, stdin=stdin, name=name))
 
 
 def _json_kind(value: Any) -> str:

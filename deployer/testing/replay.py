@@ -29,14 +29,16 @@ def replay(
     # Fail on a bad dependency graph or a query that does not compile before the first result.
     evaluator.prepare(targets)
     for outcome in evaluator.evaluate(targets, materialised):
-        rule = outcome.rule
-        implements = list((rule.metadata or {}).get("implements") or [])
-        name = (rule.kibana or {}).get("name")
         for match in outcome.matches:
-            yield {
-                "rule_id": rule.rule_id,
-                "name": name,
-                "implements": implements,
-                "event_ids": [event_ref(e) for e in match.events],
-                "join_keys": list(match.join_keys),
-            }
+            yield result_for(outcome.rule, match)
+
+
+def result_for(rule: RuleLike, match: Any) -> dict[str, Any]:
+    """The result object for one match of one rule (keys in `RESULT_KEYS` order)."""
+    return {
+        "rule_id": rule.rule_id,
+        "name": (rule.kibana or {}).get("name"),
+        "implements": list((rule.metadata or {}).get("implements") or []),
+        "event_ids": [event_ref(e) for e in match.events],
+        "join_keys": list(match.join_keys),
+    }
