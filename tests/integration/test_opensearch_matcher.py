@@ -68,6 +68,11 @@ QUERIES = {
           [process where event.type == "start"]
           [network where true]
     """,
+    "tiebreaker": """
+        sequence by process.entity_id with maxspan=10s
+          [process where true]
+          [network where true]
+    """,
     "different-key-fields": """
         sequence with maxspan=30s
           [file where file.extension : "hta"] by process.entity_id
@@ -83,7 +88,8 @@ def _event(rng: random.Random, kind: str, i: int, t_s: int) -> dict[str, Any]:
     entity = rng.choice(["p1", "p2", "p3"])
     event: dict[str, Any] = {
         "@timestamp": format_ts(BASE_MS + t_s * 1000),
-        "event": {"id": f"e{i}"},
+        # A tiebreaker that disagrees with arrival order, and is missing on some events.
+        "event": {"id": f"e{i}", **({"sequence": rng.randint(0, 9)} if rng.random() < 0.8 else {})},
         "process": {"entity_id": entity, "name": rng.choice(["ab", "a", "b", "xb", "ax"])},
         "host": {"id": rng.choice(["h1", "h2"])},
     }
@@ -106,7 +112,11 @@ def _event(rng: random.Random, kind: str, i: int, t_s: int) -> dict[str, Any]:
 
 def _stream(rng: random.Random, kind: str) -> list[dict[str, Any]]:
     # Whole seconds over a span longer than maxspan, so ties and too-late steps both occur.
-    times = sorted(rng.randint(0, 60) for _ in range(rng.randint(6, 30)))
+    if kind == "tiebreaker":
+        # Few events crowded into few seconds, so ties decide the outcome.
+        times = sorted(rng.randint(0, 3) for _ in range(rng.randint(3, 7)))
+    else:
+        times = sorted(rng.randint(0, 60) for _ in range(rng.randint(6, 30)))
     return [_event(rng, kind, i, t) for i, t in enumerate(times)]
 
 
@@ -132,6 +142,9 @@ def test_monitor_matches_offline_engine(client: OpenSearchClient, kind: str) -> 
         "enabled": False,  # executed on demand only
         "from": "now-10m",
     }
+    tiebreaker = "event.sequence" if kind == "tiebreaker" else None
+    if tiebreaker:
+        rule["tiebreaker_field"] = tiebreaker
     with_alerting = any("alerting" in p for p in client.plugins())
     target = OpenSearchTarget(client)
     monitor_id = None
@@ -144,13 +157,14 @@ def test_monitor_matches_offline_engine(client: OpenSearchClient, kind: str) -> 
         target.desired([rule])
     compiled = target.compiled[rule["rule_id"]]
     index = replay_index(compiled)
-    program = compile_query(QUERIES[kind])
+    program = compile_query(QUERIES[kind], tiebreaker_field=tiebreaker)
     rng = random.Random(f"{kind}-seed")
     disagreements = []
     alerted_rounds = 0
     period_end = BASE_MS + 90_000
+    rounds = 100 if kind == "tiebreaker" else 25
     try:
-        for round_no in range(25):
+        for round_no in range(rounds):
             events = _stream(rng, kind)
             expected = {tuple(str(k) for k in m.join_keys) for m in program.run(events)}
             clear_indices(client, [index])
@@ -169,6 +183,6 @@ def test_monitor_matches_offline_engine(client: OpenSearchClient, kind: str) -> 
         if monitor_id is not None:
             client.delete_monitor(monitor_id)
     assert not disagreements, disagreements[0]
-    assert 0 < alerted_rounds < 25, (
-        f"{alerted_rounds}/25 rounds alerted: the streams must exercise both outcomes"
+    assert 0 < alerted_rounds < rounds, (
+        f"{alerted_rounds}/{rounds} rounds alerted: the streams must exercise both outcomes"
     )
