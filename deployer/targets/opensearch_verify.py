@@ -368,6 +368,16 @@ def events_for_entity(
     return lines
 
 
+def _wait_persisted(client: OpenSearchClient, monitor_id: str, wanted: set[Entity]) -> list[Entity]:
+    # Alert documents are written by the run but may take a refresh to be searchable.
+    deadline = time.monotonic() + 10
+    while True:
+        found = persisted_entities(client, monitor_id)
+        if wanted <= set(found) or time.monotonic() > deadline:
+            return found
+        time.sleep(0.5)
+
+
 def _tests(rule: Any) -> list[dict[str, Any]]:
     meta = getattr(rule, "metadata", None)
     if meta is None:
@@ -482,7 +492,9 @@ def verify(
                 else:
                     result = client.execute_monitor(monitor_ids[compiled.rule_id])
                     outcome.alerted = alerted_entities(result, compiled.rule_id)
-                    outcome.persisted = persisted_entities(client, monitor_ids[compiled.rule_id])
+                    outcome.persisted = _wait_persisted(
+                        client, monitor_ids[compiled.rule_id], set(outcome.alerted)
+                    )
                 _judge(outcome, require_stored=not search_only)
             except (TargetError, OSError, ValueError, KeyError) as exc:
                 outcome.ok = False
