@@ -63,9 +63,11 @@ def display_name(path: str | Path) -> str:
 
 def _parse_timestamp(value: Any) -> Any:
     # One timestamp parser for the whole tool: the evaluator's, so the reader accepts exactly what
-    # the evaluator orders by.
+    # the evaluator orders by. Imported on first use (the evaluator is heavy), then kept.
+    global _parse_timestamp
     from deployer.eql.values import parse_timestamp
 
+    _parse_timestamp = parse_timestamp
     return parse_timestamp(value)
 
 
@@ -158,6 +160,9 @@ def iter_timed_events(
     shown = display_name(path) if name is None else name
     checker = FieldChecker(field_types) if field_types is not None else None
     loads = json.loads
+    # The C scanner behind json.loads, without its per-call wrapper; any line it does not accept
+    # whole goes through json.loads, which gives the error message.
+    scan = json.JSONDecoder().scan_once
     for lineno, raw_line, ended in iter_lines(path, stdin=stdin, name=shown):
         try:
             text = raw_line.decode("utf-8")
@@ -168,7 +173,16 @@ def iter_timed_events(
         if not text or text.isspace():
             continue
         try:
-            obj = loads(text)
+            obj, end = scan(text, 0)
+            # json.loads allows exactly these four characters after the value.
+            if end != len(text) and text[end:].strip(" \t\n\r"):
+                raise ValueError("trailing data")
+        except (ValueError, StopIteration, RecursionError):
+            obj = None
+            end = -1
+        try:
+            if end < 0:
+                obj = loads(text)
         except json.JSONDecodeError as exc:
             hint = ""
             # A complete event ends with "}"; a last line that does not, and has no newline, was cut.
@@ -257,6 +271,7 @@ _KEEP: dict[str, frozenset[type] | None] = {
     "date": frozenset({_NONE}),
 }
 _OBJECT_TYPES = ("object", "nested", "flattened", "geo_point")
+_SCALARS = frozenset({str, int, float, bool, _NONE})
 # A bound on the field-name cache: events with unbounded key sets (maps keyed by ids) must not
 # make it grow with the file.
 _MAX_CACHED_FIELDS = 50_000
@@ -266,12 +281,14 @@ _MAX_CACHED_IPS = 65_536
 class _Field:
     """What the checker knows about one field path: its dotted name, ECS type and sub-fields."""
 
-    __slots__ = ("name", "ftype", "keep", "children")
+    __slots__ = ("name", "ftype", "keep", "skip", "children")
 
-    def __init__(self, name: str, ftype: str | None) -> None:
+    def __init__(self, name: str, ftype: str | None, skip: frozenset[type] | None = None) -> None:
         self.name = name
         self.ftype = ftype
         self.keep = _KEEP.get(ftype) if ftype is not None else None
+        # Value classes that need no work at all here: one set lookup settles most fields.
+        self.skip = skip if skip is not None else (_SCALARS if self.keep is None else self.keep)
         self.children: dict[str, _Field] = {}
 
 
@@ -284,7 +301,9 @@ class FieldChecker:
         self._cached = 0
         # Addresses repeat across events; validating each distinct string once is enough.
         self._good_ips: set[str] = set()
-        self._timestamp_checked = lookup(TIMESTAMP_FIELD) in ("date", None)
+        if lookup(TIMESTAMP_FIELD) in ("date", None):
+            # `_check_timestamp` has already accepted exactly what the date check would.
+            self._root[TIMESTAMP_FIELD] = _Field(TIMESTAMP_FIELD, None, _SCALARS)
 
     def check(self, event: dict[str, Any], source: str, line: int) -> None:
         """Raise `EventsError` on a value Elasticsearch would reject; coerce the others in place."""
@@ -304,11 +323,11 @@ class FieldChecker:
         for key, value in obj.items():
             field = node.get(key)
             if field is None:
-                if key == TIMESTAMP_FIELD and not prefix and self._timestamp_checked:
-                    continue  # `_check_timestamp` has accepted exactly what the date check would
                 field = self._field(node, prefix, key)
-            ftype = field.ftype
             cls = value.__class__
+            if cls in field.skip:
+                continue
+            ftype = field.ftype
             if cls is dict or (cls is not list and isinstance(value, dict)):
                 if ftype is not None and ftype not in _OBJECT_TYPES:
                     raise EventsError(

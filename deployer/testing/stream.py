@@ -27,6 +27,7 @@ behaviour are the batch replay's.
 from __future__ import annotations
 
 import contextlib
+import gc
 import heapq
 import pickle
 import queue
@@ -55,6 +56,8 @@ CHUNK_EVENTS = 512
 MAX_PENDING_CHUNKS = 8
 # Results stay in memory up to this size per rule, then spill to a temporary file.
 SPOOL_BYTES = 1 << 20
+# Allocations between young-generation collections during a pass (the default is 700).
+GC_THRESHOLD = 20_000
 
 _INF = float("inf")
 _EVENTS, _ALERTS, _WATERMARK, _END, _ABORT = range(5)
@@ -114,6 +117,36 @@ class _Spool:
             self._file.close()
 
 
+class _View(dict):  # type: ignore[type-arg]
+    """An event as handed to rules that only order by `@timestamp`: the parsed time in place of the text."""
+
+    __slots__ = ("source",)
+
+
+def _orders_only_by_timestamp(rule: RuleLike, program: Any) -> bool:
+    """Whether `@timestamp` reaches the program only as its ordering time (the query never reads it)."""
+    from deployer.eql import ast
+
+    kibana = rule.kibana or {}
+    if program.timestamp_field != "@timestamp" or kibana.get("tiebreaker_field") == "@timestamp":
+        return False
+    if kibana.get("event_category_override") == "@timestamp":
+        return False
+    return not any(
+        f.name == "@timestamp" or f.name.startswith("@timestamp.") for f in ast.field_refs(program.query)
+    )
+
+
+class _Mapped:
+    """A match whose events are the source events again (not the views the program saw)."""
+
+    __slots__ = ("events", "join_keys")
+
+    def __init__(self, events: list[Any], join_keys: list[Any]) -> None:
+        self.events = events
+        self.join_keys = join_keys
+
+
 def _lag(rule: RuleLike, program: Any, reads_events: bool, reads_alerts: bool) -> int | None:
     """How far (ms) behind its input time a rule's later alerts can be; None when nothing bounds it."""
     from deployer.eql import ast
@@ -157,6 +190,13 @@ class _Stage:
         self.spool = _Spool() if target else None
         # Chunk watermarks are @timestamp values: they bound this rule's own order only then.
         self.event_times = self.program.timestamp_field == "@timestamp"
+        # Every rule would parse each event's @timestamp again; the reader has parsed it already.
+        # A rule that reads only events and never looks at @timestamp in its query gets a shallow
+        # view holding the epoch ms (the evaluator's fast path); its matches are mapped back to
+        # the events as read, so results and alerts are unchanged.
+        self.views = (
+            self.reads_events and not self.reads_alerts and _orders_only_by_timestamp(self.rule, self.program)
+        )
         self._ts_get = make_getter(self.program.timestamp_field)
         self._sent = -_INF
         self.thread = threading.Thread(target=self._run, name=f"dac-run:{rule_id}", daemon=True)
@@ -181,6 +221,8 @@ class _Stage:
             self.shared.fail(exc)
 
     def _handle(self, match: Any) -> None:
+        if self.views:
+            match = _Mapped([None if e is None else e.source for e in match.events], match.join_keys)
         if self.spool is not None:
             self.spool.write(result_for(self.rule, match))
         if self.subscribers:
@@ -208,7 +250,7 @@ class _Stage:
             tag = msg[0]
             if tag == _EVENTS:
                 self.slots.release()
-                yield from msg[1]
+                yield from msg[3] if self.views else msg[1]
                 # The program asked for the next event: every match up to here has been handled.
                 if self.event_times:
                     self._watermark(msg[2])
@@ -319,15 +361,32 @@ def stream_replay(
     for stage in all_stages:
         stage.shared = shared
         stage.thread.start()
+    # Events are acyclic JSON that die young, but the default collector thresholds make it walk the
+    # events in flight thousands of times per million events; modules, rules and the field
+    # registry are long-lived and frozen out of collections for the pass.
+    threshold = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(GC_THRESHOLD, threshold[1], threshold[2])
 
-    def send(chunk: list[Any], last_time: int) -> None:
+    use_views = any(s.views for s in readers)
+
+    def send(chunk: list[Any], times: list[int]) -> None:
+        views: list[_View] = []
+        if use_views:
+            for event, ts in zip(chunk, times, strict=True):
+                view = _View(event)
+                view["@timestamp"] = ts
+                view.source = event
+                views.append(view)
+        message = (_EVENTS, chunk, times[-1], views)
         for stage in readers:
             while not stage.slots.acquire(timeout=0.2):
                 shared.check()
-            stage.inbox.put((_EVENTS, chunk, last_time))
+            stage.inbox.put(message)
 
     try:
         chunk: list[Any] = []
+        times: list[int] = []
         previous = -_INF
         count = 0
         for event, ts in iter_timed_events(source, field_types=field_types, name=name):
@@ -335,15 +394,16 @@ def stream_replay(
                 raise StreamBroken(f"{name}:{event.line}: @timestamp goes back in time")
             previous = ts
             chunk.append(event)
+            times.append(ts)
             if len(chunk) >= CHUNK_EVENTS:
-                send(chunk, ts)
-                chunk = []
+                send(chunk, times)
+                chunk, times = [], []
                 shared.check()
                 count += CHUNK_EVENTS
                 if progress is not None and count % (CHUNK_EVENTS * 20) == 0:
                     progress(count)
         if chunk:
-            send(chunk, int(previous))
+            send(chunk, times)
         for stage in readers:
             stage.inbox.put((_END,))
         for stage in all_stages:
@@ -354,6 +414,9 @@ def stream_replay(
         for stage in all_stages:
             stage.thread.join()
         raise
+    finally:
+        gc.set_threshold(*threshold)
+        gc.unfreeze()
     for rule_id in order:
         spool = stages[rule_id].spool
         if spool is not None:
