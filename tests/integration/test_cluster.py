@@ -161,3 +161,17 @@ def test_never_healthy_cluster_is_stopped_with_log_tail(engine: str) -> None:
         assert manager.read_state(engine, name) is None
     finally:
         manager.stop(engine, name, remove=True)
+
+
+def test_failed_download_is_a_clear_error(tmp_path: Path) -> None:
+    from deployer.cluster.errors import FetchError
+    from deployer.cluster.fetch import fetch_artifact, maven_repository
+    from deployer.cluster.versions import Artifact
+
+    # A real Maven run for a coordinate the registry does not have.
+    missing = Artifact("org.opensearch.plugin", "opensearch-dac-no-such-plugin", "0.0.1.0", "zip")
+    with pytest.raises(FetchError) as err:
+        fetch_artifact(missing, tmp_path / "downloads", maven_repository())
+    assert missing.coordinate in str(err.value)
+    assert "Maven Central" in (err.value.hint or "")
+    assert not (tmp_path / "downloads" / missing.filename).exists()
