@@ -157,12 +157,20 @@ def iter_timed_events(
     name: str | None = None,
 ) -> Iterator[tuple[Event, int]]:
     """Like `iter_events`, with each event's `@timestamp` in epoch ms; `name` overrides the source name in errors."""
+    for event, ts, _ in iter_checked_lines(path, field_types=field_types, stdin=stdin, name=name):
+        yield event, ts
+
+
+def iter_checked_lines(
+    path: str | Path,
+    *,
+    field_types: FieldTypeLookup | None = None,
+    stdin: IO[bytes] | None = None,
+    name: str | None = None,
+) -> Iterator[tuple[Event, int, str]]:
+    """Yield (event, `@timestamp` in epoch ms, the line's text) for each non-blank line, raising `EventsError`."""
     shown = display_name(path) if name is None else name
-    checker = FieldChecker(field_types) if field_types is not None else None
-    loads = json.loads
-    # The C scanner behind json.loads, without its per-call wrapper; any line it does not accept
-    # whole goes through json.loads, which gives the error message.
-    scan = json.JSONDecoder().scan_once
+    parse = LineParser(field_types, shown)
     for lineno, raw_line, ended in iter_lines(path, stdin=stdin, name=shown):
         try:
             text = raw_line.decode("utf-8")
@@ -172,8 +180,25 @@ def iter_timed_events(
             text = text.removeprefix("\ufeff")
         if not text or text.isspace():
             continue
+        event, ts = parse(text, lineno, ended)
+        yield event, ts, text
+
+
+class LineParser:
+    """Parses and checks one ndjson line into an `Event`; the same text always gives the same event."""
+
+    def __init__(self, field_types: FieldTypeLookup | None, name: str) -> None:
+        self._checker = FieldChecker(field_types) if field_types is not None else None
+        self._name = name
+        # The C scanner behind json.loads, without its per-call wrapper; any line it does not
+        # accept whole goes through json.loads, which gives the error message.
+        self._scan = json.JSONDecoder().scan_once
+
+    def __call__(self, text: str, lineno: int, ended: bool = True) -> tuple[Event, int]:
+        """The event on a non-blank line and its `@timestamp` in epoch ms; raises `EventsError`."""
+        shown = self._name
         try:
-            obj, end = scan(text, 0)
+            obj, end = self._scan(text, 0)
             # json.loads allows exactly these four characters after the value.
             if end != len(text) and text[end:].strip(" \t\n\r"):
                 raise ValueError("trailing data")
@@ -182,7 +207,7 @@ def iter_timed_events(
             end = -1
         try:
             if end < 0:
-                obj = loads(text)
+                obj = json.loads(text)
         except json.JSONDecodeError as exc:
             hint = ""
             # A complete event ends with "}"; a last line that does not, and has no newline, was cut.
@@ -196,9 +221,9 @@ def iter_timed_events(
                 shown, lineno, f"expected a JSON object (one event per line), got {_json_kind(obj)}"
             )
         ts = _check_timestamp(obj, shown, lineno)
-        if checker is not None:
-            checker.check(obj, shown, lineno)
-        yield Event(obj, lineno), ts
+        if self._checker is not None:
+            self._checker.check(obj, shown, lineno)
+        return Event(obj, lineno), ts
 
 
 def read_events(

@@ -35,7 +35,8 @@ import shutil
 import sys
 import tempfile
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import IO, Any
 
 from deployer.testing.alerts import alerts_for_match
@@ -47,7 +48,15 @@ from deployer.testing.evaluate import (
     index_kinds,
     time_key,
 )
-from deployer.testing.events import FieldTypeLookup, display_name, iter_timed_events, read_events
+from deployer.testing.events import (
+    Event,
+    FieldTypeLookup,
+    LineParser,
+    display_name,
+    iter_checked_lines,
+    iter_timed_events,
+    read_events,
+)
 from deployer.testing.replay import result_for
 
 # Events handed to the rule threads at a time, and how many such chunks may wait per rule: the
@@ -64,7 +73,11 @@ _EVENTS, _ALERTS, _WATERMARK, _END, _ABORT = range(5)
 
 
 class StreamBroken(Exception):
-    """The streaming pass cannot reproduce the batch replay exactly; replay in memory instead."""
+    """The streaming pass cannot reproduce the batch replay exactly; `disorder` when only the input order is the cause."""
+
+    def __init__(self, message: str, *, disorder: bool = False) -> None:
+        super().__init__(message)
+        self.disorder = disorder
 
 
 class _Aborted(Exception):
@@ -332,13 +345,12 @@ class _Stage:
 def stream_replay(
     evaluator: Evaluator,
     targets: Sequence[str],
-    source: str,
+    events: Iterable[tuple[Event, int]],
     *,
     name: str,
-    field_types: FieldTypeLookup | None,
     progress: Callable[[int], None] | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """Evaluate the targets over a time-ordered events file in one pass; results in batch order.
+    """Evaluate the targets over time-ordered (event, epoch ms) pairs in one pass; results in batch order.
 
     Raises `EventsError` on bad input and `StreamBroken` when only the batch replay can give the
     answer. The rules must have been prepared (`Evaluator.prepare`). Everything is read before the
@@ -389,9 +401,9 @@ def stream_replay(
         times: list[int] = []
         previous = -_INF
         count = 0
-        for event, ts in iter_timed_events(source, field_types=field_types, name=name):
+        for event, ts in events:
             if ts < previous and ordered_by_timestamp:
-                raise StreamBroken(f"{name}:{event.line}: @timestamp goes back in time")
+                raise StreamBroken(f"{name}:{event.line}: @timestamp goes back in time", disorder=True)
             previous = ts
             chunk.append(event)
             times.append(ts)
@@ -424,6 +436,8 @@ def stream_replay(
 
 
 _DONE = object()
+# Text held in memory per sorted run when out-of-order input is sorted on disk.
+RUN_BYTES = 32 << 20
 
 
 def replay_file(
@@ -436,11 +450,12 @@ def replay_file(
     progress: Callable[[int], None] | None = None,
     on_fallback: Callable[[str], None] | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """Replay an events file (`-` for stdin) through the rules: streaming when it is in time order, else in memory.
+    """Replay an events file (`-` for stdin) through the rules, streaming; out-of-order input is sorted first.
 
     Yields the same results, in the same order, as `replay.replay` over the whole file; raises
     `EventsError` (bad input, reported before any rule problem, as when the file was read first)
-    or `EvaluationError`. Nothing is yielded before the whole file has been read.
+    or `EvaluationError`. Nothing is yielded before the whole file has been read. `on_fallback`
+    hears why the single streaming pass was not enough.
     """
     name = display_name(path)
     evaluator = Evaluator([*rules, *library])
@@ -453,24 +468,98 @@ def replay_file(
             for _ in iter_timed_events(source, field_types=field_types, name=name):
                 pass
             raise
-        stream = stream_replay(
-            evaluator, targets, source, name=name, field_types=field_types, progress=progress
-        )
         try:
-            first = next(stream, _DONE)
+            yield from _first_then_rest(
+                stream_replay(
+                    evaluator,
+                    targets,
+                    iter_timed_events(source, field_types=field_types, name=name),
+                    name=name,
+                    progress=progress,
+                )
+            )
+            return
         except StreamBroken as exc:
+            broken = exc
+        if broken.disorder and _sortable(evaluator, targets):
             if on_fallback is not None:
-                on_fallback(str(exc))
-            # Out of order (or otherwise not streamable): the batch replay, whole file in memory.
-            events = read_events(source, field_types=field_types, name=name)
-            for outcome in evaluator.evaluate(targets, events):
-                for match in outcome.matches:
-                    yield result_for(outcome.rule, match)
-            return
-        if first is _DONE:
-            return
-        yield first
-        yield from stream
+                on_fallback(f"{broken}; sorting by @timestamp on disk")
+            try:
+                with tempfile.TemporaryDirectory(prefix="dac-run-sort-") as workdir:
+                    events = _sorted_events(source, name, field_types, Path(workdir))
+                    yield from _first_then_rest(
+                        stream_replay(evaluator, targets, events, name=name, progress=progress)
+                    )
+                return
+            except StreamBroken as exc:
+                broken = exc
+        if on_fallback is not None:
+            on_fallback(f"{broken}; replaying in memory")
+        # The batch replay, whole file in memory: the reference the streaming passes reproduce.
+        batch = read_events(source, field_types=field_types, name=name)
+        for outcome in evaluator.evaluate(targets, batch):
+            for match in outcome.matches:
+                yield result_for(outcome.rule, match)
+
+
+def _first_then_rest(results: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """Run the pass to its first result before yielding anything, so a `StreamBroken` comes out first."""
+    first = next(results, _DONE)
+    if first is _DONE:
+        return
+    yield first
+    yield from results
+
+
+def _sortable(evaluator: Evaluator, targets: Sequence[str]) -> bool:
+    """Whether sorting the events by (@timestamp, line) gives every rule over events its batch order."""
+    for rule_id in evaluator.order(targets):
+        rule = evaluator.by_id[rule_id]
+        if not index_kinds(rule)[0]:
+            continue
+        program = evaluator.program(rule)
+        # The batch replay orders by (timestamp field, tiebreaker, file position).
+        if program.timestamp_field != "@timestamp" or program.tiebreaker_field:
+            return False
+    return True
+
+
+def _sorted_events(
+    source: str, name: str, field_types: FieldTypeLookup | None, workdir: Path
+) -> Iterator[tuple[Event, int]]:
+    """Check the whole file, then yield its events sorted by (@timestamp, line): sorted runs on disk, merged."""
+    runs: list[Path] = []
+    buffer: list[tuple[int, int, str]] = []
+    size = 0
+
+    def spill() -> None:
+        buffer.sort()
+        path = workdir / f"run-{len(runs):05d}"
+        with path.open("wb") as out:
+            for ts, line, text in buffer:
+                out.write(b"%d\t%d\t%s\n" % (ts, line, text.encode("utf-8")))
+        runs.append(path)
+        buffer.clear()
+
+    # Every line is checked before any is evaluated, as in the single pass.
+    for event, ts, text in iter_checked_lines(source, field_types=field_types, name=name):
+        buffer.append((ts, event.line, text))
+        size += len(text) + 64
+        if size >= RUN_BYTES:
+            spill()
+            size = 0
+    buffer.sort()
+    parse = LineParser(field_types, name)
+    for ts, line, text in heapq.merge(*(_read_run(run) for run in runs), iter(buffer)):
+        event, _ = parse(text, line)
+        yield event, ts
+
+
+def _read_run(path: Path) -> Iterator[tuple[int, int, str]]:
+    with path.open("rb") as run:
+        for raw in run:
+            ts, line, text = raw.rstrip(b"\n").split(b"\t", 2)
+            yield int(ts), int(line), text.decode("utf-8")
 
 
 @contextlib.contextmanager

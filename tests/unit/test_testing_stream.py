@@ -183,14 +183,51 @@ def test_random_time_ordered_streams_equal_the_batch_replay(tmp_path: Path) -> N
     assert covered == {r.rule_id for r in rules}
 
 
-def test_out_of_order_input_falls_back_to_the_batch_replay(tmp_path: Path) -> None:
+def test_out_of_order_input_is_sorted_on_disk_then_streamed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import deployer.testing.stream as stream
+
+    monkeypatch.setattr(stream, "RUN_BYTES", 4096)  # many sorted runs to merge
     rules = _all_rules()
     events = _random_events(3, 300)
     events[100], events[200] = events[200], events[100]
+    random.Random(9).shuffle(events[250:])
     path = _write(tmp_path, events)
     results, fallbacks = _stream(rules, path)
-    assert len(fallbacks) == 1 and "goes back in time" in fallbacks[0]
+    assert len(fallbacks) == 1 and "goes back in time" in fallbacks[0] and "on disk" in fallbacks[0]
     assert results == _batch(rules, path)
+
+
+def test_copies_of_a_file_stream_after_sorting(tmp_path: Path) -> None:
+    # The same events three times over (as when fixtures are concatenated): ties everywhere.
+    rules = _all_rules()
+    path = _write(tmp_path, _random_events(7, 150) * 3)
+    results, fallbacks = _stream(rules, path)
+    assert fallbacks and "on disk" in fallbacks[0]
+    assert results == _batch(rules, path)
+
+
+def test_out_of_order_with_a_tiebreaker_rule_is_replayed_in_memory(tmp_path: Path) -> None:
+    tiebreak = _rule(_inline("t-tiebreak", "process where true", extra="tiebreaker_field: process.pid"))
+    rules = [*_all_rules(), tiebreak]
+    events = _random_events(8, 200)
+    events.reverse()
+    path = _write(tmp_path, events)
+    results, fallbacks = _stream(rules, path)
+    assert len(fallbacks) == 1 and "in memory" in fallbacks[0]
+    assert results == _batch(rules, path)
+
+
+def test_bad_line_in_out_of_order_input_is_reported(tmp_path: Path) -> None:
+    events = _random_events(2, 100)
+    events.reverse()
+    path = _write(tmp_path, events)
+    with path.open("a") as out:
+        out.write('{"@timestamp": "2024-05-01T12:00:00Z", "destination": {"ip": "nope"}}\n')
+    with pytest.raises(EventsError) as info:
+        _stream(_all_rules(), path)
+    assert info.value.line == 101
 
 
 def test_stdin_is_copied_so_the_fallback_can_read_it_again(tmp_path: Path) -> None:
