@@ -16,12 +16,14 @@ sorted them in, so the matches are identical; a dependency that can promise noth
 `| tail`, a `timestamp_override`, another ordering field) only delays its dependents' input to
 the end of the file.
 
-Anything the streaming pass cannot reproduce exactly makes it give up (`StreamBroken`) and the
-caller replays in memory instead: events out of time order, an evaluation error (the batch replay
-reports it with the same message), a document arriving behind the released order. Results are
-kept on disk per rule until the whole file has been read, so the output order (rules in
-dependency order, each rule's matches in evaluator order) and the "nothing printed on bad input"
-behaviour are the batch replay's.
+Events out of time order stop the pass (`StreamBroken`); the file is then checked again, sorted
+by (@timestamp, line) in runs on disk and merged into a second pass, which is the batch order
+whenever every rule over events orders by @timestamp without a tiebreaker. Anything else the
+streaming pass cannot reproduce exactly (an evaluation error, which the batch replay reports with
+the same message; a document arriving behind the released order) makes the caller replay in
+memory. Results are kept per rule until the whole file has been read, so the output order (rules
+in dependency order, each rule's matches in evaluator order) and the "nothing printed on bad
+input" behaviour are the batch replay's.
 """
 
 from __future__ import annotations
