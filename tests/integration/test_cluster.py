@@ -151,10 +151,10 @@ def test_never_healthy_cluster_is_stopped_with_log_tail(engine: str) -> None:
         # The node waits for a second data node before recovering its state, so its health never
         # turns green or yellow: a deterministic "never healthy" server.
         with pytest.raises(StartupError) as err:
-            manager.start(engine, name=name, timeout=25,
+            manager.start(engine, name=name, timeout=15,
                           extra_settings={"gateway.recover_after_data_nodes": "2"})
         message = str(err.value)
-        assert "did not become healthy within 25s" in message
+        assert "did not become healthy within 15s" in message
         assert err.value.log_tail, "the error must carry the tail of the server log"
         assert "last lines of the server log" in message
         assert _jvms_of(directory) == [], "a failed start must not leave a JVM running"
