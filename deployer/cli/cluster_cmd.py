@@ -16,8 +16,14 @@ from deployer.cluster.errors import ClusterError
 from deployer.cluster.versions import ENGINES, get_engine
 
 ENGINE_CHOICE = click.Choice(sorted(ENGINES))
-FORMAT_OPTION = click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
-                             show_default=True, help="Output format; json is quiet and machine-readable.")
+FORMAT_OPTION = click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Output format; json is quiet and machine-readable.",
+)
 
 
 @contextlib.contextmanager
@@ -33,6 +39,7 @@ def _progress(fmt: str) -> Iterator[Callable[[str], None]]:
         yield lambda msg: click.echo(msg, err=True)
         return
     with console.status("working...") as spinner:
+
         def note(msg: str) -> None:
             console.log(msg)
             spinner.update(msg)
@@ -68,14 +75,16 @@ def fetch(engine: str, refresh: bool, fmt: str) -> None:
         with _progress(fmt) as progress:
             for name in _engines(engine):
                 install = fetch_mod.assemble(get_engine(name), progress=progress, refresh=refresh)
-                results.append({
-                    "engine": name,
-                    "version": install.spec.version,
-                    "home": str(install.home),
-                    "modules": install.manifest.get("modules", []),
-                    "plugins": install.plugins,
-                    "missing_plugins": install.missing_plugins,
-                })
+                results.append(
+                    {
+                        "engine": name,
+                        "version": install.spec.version,
+                        "home": str(install.home),
+                        "modules": install.manifest.get("modules", []),
+                        "plugins": install.plugins,
+                        "missing_plugins": install.missing_plugins,
+                    }
+                )
     except ClusterError as exc:
         _fail(exc, fmt)
     if fmt == "json":
@@ -92,18 +101,43 @@ def fetch(engine: str, refresh: bool, fmt: str) -> None:
 @cluster.command()
 @click.option("--engine", type=ENGINE_CHOICE, default="opensearch", show_default=True)
 @click.option("--name", default="default", show_default=True, help="Instance name (several may run at once).")
-@click.option("--http-port", type=int, default=None, help="HTTP port (default: the engine's, or any free one).")
+@click.option(
+    "--http-port", type=int, default=None, help="HTTP port (default: the engine's, or any free one)."
+)
 @click.option("--transport-port", type=int, default=None, help="Transport port (default: any free one).")
 @click.option("--heap", default=manager.DEFAULT_HEAP, show_default=True, help="JVM heap (-Xms/-Xmx).")
-@click.option("--timeout", type=float, default=manager.DEFAULT_TIMEOUT, show_default=True,
-              help="Seconds to wait for green/yellow health.")
-@click.option("--url-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also write the URL to this file once healthy.")
-@click.option("-E", "settings", multiple=True, metavar="KEY=VALUE",
-              help="Extra node setting, as the servers' own -E (repeatable).")
+@click.option(
+    "--timeout",
+    type=float,
+    default=manager.DEFAULT_TIMEOUT,
+    show_default=True,
+    help="Seconds to wait for green/yellow health.",
+)
+@click.option(
+    "--url-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the URL to this file once healthy.",
+)
+@click.option(
+    "-E",
+    "settings",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Extra node setting, as the servers' own -E (repeatable).",
+)
 @FORMAT_OPTION
-def up(engine: str, name: str, http_port: int | None, transport_port: int | None, heap: str,
-       timeout: float, url_file: Path | None, settings: tuple[str, ...], fmt: str) -> None:
+def up(
+    engine: str,
+    name: str,
+    http_port: int | None,
+    transport_port: int | None,
+    heap: str,
+    timeout: float,
+    url_file: Path | None,
+    settings: tuple[str, ...],
+    fmt: str,
+) -> None:
     """Start a local server on 127.0.0.1 (fetching it first if needed) and wait until it is healthy."""
     extra: dict[str, str] = {}
     for item in settings:
@@ -113,8 +147,16 @@ def up(engine: str, name: str, http_port: int | None, transport_port: int | None
         extra[key.strip()] = value.strip()
     try:
         with _progress(fmt) as progress:
-            instance = manager.start(engine, name=name, http_port=http_port, transport_port=transport_port,
-                                     heap=heap, timeout=timeout, progress=progress, extra_settings=extra)
+            instance = manager.start(
+                engine,
+                name=name,
+                http_port=http_port,
+                transport_port=transport_port,
+                heap=heap,
+                timeout=timeout,
+                progress=progress,
+                extra_settings=extra,
+            )
         info = manager.status(engine, name)
     except ClusterError as exc:
         _fail(exc, fmt)
@@ -124,7 +166,9 @@ def up(engine: str, name: str, http_port: int | None, transport_port: int | None
 
 
 @cluster.command()
-@click.option("--engine", type=click.Choice([*sorted(ENGINES), "all"]), default="opensearch", show_default=True)
+@click.option(
+    "--engine", type=click.Choice([*sorted(ENGINES), "all"]), default="opensearch", show_default=True
+)
 @click.option("--name", default="default", show_default=True)
 @FORMAT_OPTION
 def down(engine: str, name: str, fmt: str) -> None:
@@ -138,7 +182,9 @@ def down(engine: str, name: str, fmt: str) -> None:
 
 
 @cluster.command()
-@click.option("--engine", type=click.Choice([*sorted(ENGINES), "all"]), default="opensearch", show_default=True)
+@click.option(
+    "--engine", type=click.Choice([*sorted(ENGINES), "all"]), default="opensearch", show_default=True
+)
 @click.option("--name", default="default", show_default=True)
 @FORMAT_OPTION
 def status(engine: str, name: str, fmt: str) -> None:

@@ -51,7 +51,9 @@ def _target_connection(target: str) -> tuple[str, str, dict]:
     else:
         # A Kibana target reaches its Elasticsearch through an extra key, since templates are an
         # Elasticsearch API, not a Kibana one.
-        url = cfg.extra.get("elasticsearch_url") or os.environ.get(str(cfg.extra.get("elasticsearch_url_env", "")), "")
+        url = cfg.extra.get("elasticsearch_url") or os.environ.get(
+            str(cfg.extra.get("elasticsearch_url_env", "")), ""
+        )
         if not url:
             raise ClusterError(
                 f"target {target!r} is a Kibana target without an Elasticsearch URL",
@@ -87,16 +89,34 @@ def _flavour(http: ClusterHttp, engine: str) -> str:
 @click.option("--target", default=None, help="Target name from dac.yaml.")
 @click.option("--opensearch-url", default=None, help="OpenSearch URL (no credentials in it).")
 @click.option("--elasticsearch-url", default=None, help="Elasticsearch URL (no credentials in it).")
-@click.option("--templates", "flavour", type=click.Choice(["auto", "opensearch", "elasticsearch", "elasticsearch-core"]),
-              default="auto", show_default=True,
-              help="Template set under mappings/; auto picks by engine and the cluster's modules.")
-@click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=Path("."), show_default=True,
-              help="Repository root holding mappings/.")
+@click.option(
+    "--templates",
+    "flavour",
+    type=click.Choice(["auto", "opensearch", "elasticsearch", "elasticsearch-core"]),
+    default="auto",
+    show_default=True,
+    help="Template set under mappings/; auto picks by engine and the cluster's modules.",
+)
+@click.option(
+    "--root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="Repository root holding mappings/.",
+)
 @click.option("--plan", "plan_only", is_flag=True, help="Show what would change; write nothing.")
 @click.option("--insecure", is_flag=True, help="Skip TLS verification (only for --*-url).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
-def deploy(target: str | None, opensearch_url: str | None, elasticsearch_url: str | None, flavour: str,
-           root: Path, plan_only: bool, insecure: bool, fmt: str) -> None:
+def deploy(
+    target: str | None,
+    opensearch_url: str | None,
+    elasticsearch_url: str | None,
+    flavour: str,
+    root: Path,
+    plan_only: bool,
+    insecure: bool,
+    fmt: str,
+) -> None:
     """Create or update the component and index templates; unchanged ones are not written."""
     from deployer.mappings import MappingsError, load_templates
 
@@ -115,8 +135,10 @@ def deploy(target: str | None, opensearch_url: str | None, elasticsearch_url: st
             if user and password:
                 kwargs["auth"] = (user, password)
         if "@" in url.split("//", 1)[-1].split("/", 1)[0]:
-            raise ClusterError("the URL must not carry credentials",
-                               hint=f"set {engine.upper()}_USERNAME and {engine.upper()}_PASSWORD instead")
+            raise ClusterError(
+                "the URL must not carry credentials",
+                hint=f"set {engine.upper()}_USERNAME and {engine.upper()}_PASSWORD instead",
+            )
         http = ClusterHttp(url, **kwargs)
         chosen = _flavour(http, engine) if flavour == "auto" else flavour
         templates = load_templates(root, chosen)
@@ -131,11 +153,20 @@ def deploy(target: str | None, opensearch_url: str | None, elasticsearch_url: st
     failed = [c for c in plan.changes if c.error]
     summary = plan.summary()
     if fmt == "json":
-        click.echo(json.dumps({
-            "url": http.url, "engine": engine, "templates": chosen, "applied": not plan_only,
-            "changes": [c.to_dict() for c in plan.changes], "summary": summary,
-            "failed": len(failed),
-        }, indent=2))
+        click.echo(
+            json.dumps(
+                {
+                    "url": http.url,
+                    "engine": engine,
+                    "templates": chosen,
+                    "applied": not plan_only,
+                    "changes": [c.to_dict() for c in plan.changes],
+                    "summary": summary,
+                    "failed": len(failed),
+                },
+                indent=2,
+            )
+        )
     else:
         marks = {CREATE: "+", UPDATE: "~", UNCHANGED: "="}
         for change in plan.changes:
@@ -144,7 +175,9 @@ def deploy(target: str | None, opensearch_url: str | None, elasticsearch_url: st
                 line += f"  FAILED: {change.error}"
             click.echo(line)
         verb = "would be" if plan_only else "were"
-        click.echo(f"{http.url} ({chosen} templates): {summary[CREATE]} {verb} created, "
-                   f"{summary[UPDATE]} {verb} updated, {summary[UNCHANGED]} unchanged")
+        click.echo(
+            f"{http.url} ({chosen} templates): {summary[CREATE]} {verb} created, "
+            f"{summary[UPDATE]} {verb} updated, {summary[UNCHANGED]} unchanged"
+        )
     if failed:
         sys.exit(1)

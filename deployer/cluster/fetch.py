@@ -3,7 +3,7 @@
 Layout under the cache directory (`$DAC_CACHE_DIR`, default `~/.cache/dac`):
 
     downloads/<engine>-<version>/   distribution zip as copied out of the local Maven repository
-    build/<engine>-<version>/       generated poms and the jars/zips Maven copied for them
+    build/<engine>-<version>/       generated poms and Maven's copies (removed once assembled)
     dist/<engine>-<version>/        the assembled, read-only-by-convention install (ES/OS home)
     dist/<engine>-<version>/.dac-install.json   what was assembled; its presence means "ready"
     instances/<engine>-<name>/      per-instance config, data, logs, pid and state (manager.py)
@@ -267,8 +267,13 @@ class Install:
         return list(self.manifest.get("missing_plugins", []))
 
 
-def _run(cmd: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None,
-         timeout: int = MAVEN_TIMEOUT) -> subprocess.CompletedProcess[str]:
+def _run(
+    cmd: list[str],
+    *,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    timeout: int = MAVEN_TIMEOUT,
+) -> subprocess.CompletedProcess[str]:
     try:
         return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     except FileNotFoundError as exc:
@@ -277,8 +282,10 @@ def _run(cmd: list[str], *, cwd: Path | None = None, env: dict[str, str] | None 
             hint="install Maven (apt-get install maven) so dac can fetch from Maven Central",
         ) from exc
     except subprocess.TimeoutExpired as exc:
-        raise FetchError(f"{' '.join(cmd[:6])} ... did not finish in {timeout}s",
-                         hint="check the network to Maven Central and retry") from exc
+        raise FetchError(
+            f"{' '.join(cmd[:6])} ... did not finish in {timeout}s",
+            hint="check the network to Maven Central and retry",
+        ) from exc
 
 
 def _tail(text: str, lines: int = 25) -> str:
@@ -286,7 +293,9 @@ def _tail(text: str, lines: int = 25) -> str:
 
 
 def _maven_error_lines(output: str) -> str:
-    errors = [ln for ln in output.splitlines() if "ERROR" in ln and "Help 1" not in ln and ln.strip() != "[ERROR]"]
+    errors = [
+        ln for ln in output.splitlines() if "ERROR" in ln and "Help 1" not in ln and ln.strip() != "[ERROR]"
+    ]
     return "\n".join(errors[:12]) or _tail(output)
 
 
@@ -357,7 +366,9 @@ def _copied_files(project_dir: Path, repo: Path, suffix: str) -> list[tuple[Path
     return verified
 
 
-def _install_plugin(home: Path, spec: EngineSpec, plugin: PluginSpec, archive: Path, java: JavaRuntime) -> None:
+def _install_plugin(
+    home: Path, spec: EngineSpec, plugin: PluginSpec, archive: Path, java: JavaRuntime
+) -> None:
     env = dict(os.environ)
     env[spec.java_home_env] = str(java.home)
     env["JAVA_HOME"] = str(java.home)
@@ -373,8 +384,14 @@ def _install_plugin(home: Path, spec: EngineSpec, plugin: PluginSpec, archive: P
         )
 
 
-def assemble(spec: EngineSpec, *, root: Path | None = None, repo: Path | None = None,
-             progress: Progress = _quiet, refresh: bool = False) -> Install:
+def assemble(
+    spec: EngineSpec,
+    *,
+    root: Path | None = None,
+    repo: Path | None = None,
+    progress: Progress = _quiet,
+    refresh: bool = False,
+) -> Install:
     """Fetch, verify and assemble `spec` into the cache (a no-op when it is already there)."""
     root = root or cache_dir()
     repo = repo or maven_repository()
@@ -400,8 +417,10 @@ def assemble(spec: EngineSpec, *, root: Path | None = None, repo: Path | None = 
         extract_zip(archive, staging)
         home = staging / spec.home_dirname
         if not (home / spec.executable).is_file():
-            raise FetchError(f"{archive.name} does not contain {spec.home_dirname}/{spec.executable}",
-                             hint=f"delete {downloads} and fetch again")
+            raise FetchError(
+                f"{archive.name} does not contain {spec.home_dirname}/{spec.executable}",
+                hint=f"delete {downloads} and fetch again",
+            )
 
         installed: list[str] = []
         missing: list[str] = []
@@ -414,8 +433,10 @@ def assemble(spec: EngineSpec, *, root: Path | None = None, repo: Path | None = 
                 (build / name).mkdir()
                 (build / name / "pom.xml").write_text(project_pom(name, artifact, transitive))
             (build / "pom.xml").write_text(reactor_pom(list(projects)))
-            progress(f"{spec.engine} {spec.version}: fetching {len(spec.modules)} module jars and "
-                     f"{len(spec.plugins)} plugin zips")
+            progress(
+                f"{spec.engine} {spec.version}: fetching {len(spec.modules)} module jars and "
+                f"{len(spec.plugins)} plugin zips"
+            )
             proc = _run(copy_dependencies_command(build, repo))
             maven_output = proc.stdout + proc.stderr
 
@@ -437,8 +458,9 @@ def assemble(spec: EngineSpec, *, root: Path | None = None, repo: Path | None = 
                 (target / "plugin-descriptor.properties").write_text(descriptor_text(spec, module))
                 if module.permissions:
                     (target / "plugin-security.policy").write_text(policy_text(module.permissions))
-            progress(f"{spec.engine} {spec.version}: assembled modules "
-                     f"{', '.join(m.name for m in spec.modules)}")
+            progress(
+                f"{spec.engine} {spec.version}: assembled modules {', '.join(m.name for m in spec.modules)}"
+            )
 
             for plugin in spec.plugins:
                 files = _copied_files(build / f"plugin-{plugin.name}", repo, ".zip")
@@ -451,8 +473,10 @@ def assemble(spec: EngineSpec, *, root: Path | None = None, repo: Path | None = 
                             hint="check that Maven Central is reachable and retry `dac cluster fetch`",
                         )
                     missing.append(plugin.name)
-                    progress(f"{spec.engine} {spec.version}: {plugin.zip.coordinate} is not available "
-                             f"from Maven; {plugin.name} is not installed")
+                    progress(
+                        f"{spec.engine} {spec.version}: {plugin.zip.coordinate} is not available "
+                        f"from Maven; {plugin.name} is not installed"
+                    )
                     continue
                 for path, digest in files:
                     checksums[path.name] = digest

@@ -86,8 +86,9 @@ def instance_dir(engine: str, name: str, root: Path | None = None) -> Path:
     return (root or cache_dir()) / "instances" / f"{engine}-{name}"
 
 
-def server_settings(spec: EngineSpec, *, name: str, http_port: int, transport_port: int,
-                    directory: Path) -> dict[str, str]:
+def server_settings(
+    spec: EngineSpec, *, name: str, http_port: int, transport_port: int, directory: Path
+) -> dict[str, str]:
     """Return the node settings written to the instance's config file."""
     settings = {
         "cluster.name": cluster_name(spec.engine, name),
@@ -129,7 +130,9 @@ def server_command(spec: EngineSpec, home: Path, pid_file: Path) -> list[str]:
     return [str(home / spec.executable), "-p", str(pid_file)]
 
 
-def server_env(spec: EngineSpec, java: JavaRuntime, conf_dir: Path, base: dict[str, str] | None = None) -> dict[str, str]:
+def server_env(
+    spec: EngineSpec, java: JavaRuntime, conf_dir: Path, base: dict[str, str] | None = None
+) -> dict[str, str]:
     """Return the environment for the server process."""
     env = dict(os.environ if base is None else base)
     env[spec.java_home_env] = str(java.home)
@@ -333,7 +336,9 @@ def cluster_health(url: str, timeout: float = 2.0) -> str | None:
         return None
 
 
-def _wait_healthy(instance: Instance, proc: subprocess.Popen[bytes], timeout: float, progress: Progress) -> None:
+def _wait_healthy(
+    instance: Instance, proc: subprocess.Popen[bytes], timeout: float, progress: Progress
+) -> None:
     deadline = time.monotonic() + timeout
     last_note = 0.0
     directory = Path(instance.directory)
@@ -366,8 +371,9 @@ def _wait_healthy(instance: Instance, proc: subprocess.Popen[bytes], timeout: fl
 # Public API.
 
 
-def _prepare_config(spec: EngineSpec, install: Install, directory: Path, settings: dict[str, str],
-                    heap: str) -> Path:
+def _prepare_config(
+    spec: EngineSpec, install: Install, directory: Path, settings: dict[str, str], heap: str
+) -> Path:
     conf = directory / "config"
     if conf.exists():
         shutil.rmtree(conf)
@@ -388,10 +394,20 @@ def _stop_at_exit() -> None:
 atexit.register(_stop_at_exit)
 
 
-def start(engine: str, *, name: str = "default", http_port: int | None = None,
-          transport_port: int | None = None, heap: str = DEFAULT_HEAP, timeout: float = DEFAULT_TIMEOUT,
-          root: Path | None = None, progress: Progress = _quiet, stop_at_exit: bool = False,
-          replace: bool = False, extra_settings: dict[str, str] | None = None) -> Instance:
+def start(
+    engine: str,
+    *,
+    name: str = "default",
+    http_port: int | None = None,
+    transport_port: int | None = None,
+    heap: str = DEFAULT_HEAP,
+    timeout: float = DEFAULT_TIMEOUT,
+    root: Path | None = None,
+    progress: Progress = _quiet,
+    stop_at_exit: bool = False,
+    replace: bool = False,
+    extra_settings: dict[str, str] | None = None,
+) -> Instance:
     """Start (or return the already running) instance `name` of `engine` and wait until it is healthy."""
     spec = get_engine(engine)
     root = root or cache_dir()
@@ -419,7 +435,9 @@ def start(engine: str, *, name: str = "default", http_port: int | None = None,
     pid_file = directory / "server.pid"
     pid_file.unlink(missing_ok=True)
     url = f"http://{HOST}:{http}"
-    progress(f"{engine} {spec.version}: starting on {url} with Java {java.version} ({java.home}), heap {heap}")
+    progress(
+        f"{engine} {spec.version}: starting on {url} with Java {java.version} ({java.home}), heap {heap}"
+    )
     started = time.time()
     with (directory / "logs" / "console.log").open("ab") as console:
         proc = subprocess.Popen(
@@ -435,9 +453,20 @@ def start(engine: str, *, name: str = "default", http_port: int | None = None,
         )
     _CHILDREN[proc.pid] = proc
     instance = Instance(
-        engine=engine, name=name, version=spec.version, url=url, http_port=http, transport_port=transport,
-        pid=proc.pid, pgid=proc.pid, directory=str(directory), home=str(install.home),
-        java_home=str(java.home), java_version=java.version, heap=heap, started_at=started,
+        engine=engine,
+        name=name,
+        version=spec.version,
+        url=url,
+        http_port=http,
+        transport_port=transport,
+        pid=proc.pid,
+        pgid=proc.pid,
+        directory=str(directory),
+        home=str(install.home),
+        java_home=str(java.home),
+        java_version=java.version,
+        heap=heap,
+        started_at=started,
     )
     _write_state(instance)
     if stop_at_exit:
@@ -459,8 +488,14 @@ def start(engine: str, *, name: str = "default", http_port: int | None = None,
     return instance
 
 
-def stop(engine: str, name: str = "default", *, root: Path | None = None,
-         timeout: float = STOP_TIMEOUT, remove: bool = False) -> bool:
+def stop(
+    engine: str,
+    name: str = "default",
+    *,
+    root: Path | None = None,
+    timeout: float = STOP_TIMEOUT,
+    remove: bool = False,
+) -> bool:
     """Stop an instance (SIGTERM, then SIGKILL after `timeout`); return True when one was running.
 
     With `remove`, the instance directory (config, data, logs) is deleted afterwards.
@@ -477,7 +512,11 @@ def stop(engine: str, name: str = "default", *, root: Path | None = None,
         was_running = terminate_group(instance.pgid, timeout)
     # The server JVM may have left the launcher's group (it should not, but a stray JVM is the
     # one thing this module must never leave behind).
-    if instance.pid != instance.pgid and pid_alive(instance.pid) and _belongs_to(instance.pid, Path(instance.directory)):
+    if (
+        instance.pid != instance.pgid
+        and pid_alive(instance.pid)
+        and _belongs_to(instance.pid, Path(instance.directory))
+    ):
         was_running = True
         with contextlib.suppress(ProcessLookupError):
             os.kill(instance.pid, signal.SIGKILL)
@@ -507,7 +546,7 @@ def reap_orphans(prefix: str, root: Path | None = None) -> list[str]:
     for engine, name in list_instances(root):
         if not name.startswith(prefix):
             continue
-        owner = name[len(prefix):]
+        owner = name[len(prefix) :]
         if owner.isdigit() and not pid_alive(int(owner)):
             stop(engine, name, root=root, remove=True)
             reaped.append(f"{engine}-{name}")
@@ -534,9 +573,16 @@ def status(engine: str, name: str = "default", *, root: Path | None = None) -> d
     }
     if instance is None or not is_running(instance):
         return result
-    result.update(running=True, url=instance.url, pid=instance.pid, http_port=instance.http_port,
-                  transport_port=instance.transport_port, java_version=instance.java_version,
-                  directory=instance.directory, log=str(instance.server_log))
+    result.update(
+        running=True,
+        url=instance.url,
+        pid=instance.pid,
+        http_port=instance.http_port,
+        transport_port=instance.transport_port,
+        java_version=instance.java_version,
+        directory=instance.directory,
+        log=str(instance.server_log),
+    )
     result["health"] = cluster_health(instance.url)
     try:
         resp = requests.get(f"{instance.url}/_nodes/_local/plugins", timeout=5)

@@ -20,8 +20,10 @@ import requests
 from deployer.cluster.errors import ClusterError
 
 CREATE, UPDATE, UNCHANGED = "create", "update", "unchanged"
-KINDS = (("component_templates", "_component_template", "component_template"),
-         ("index_templates", "_index_template", "index_template"))
+KINDS = (
+    ("component_templates", "_component_template", "component_template"),
+    ("index_templates", "_index_template", "index_template"),
+)
 RETRY_STATUSES = (429, 502, 503, 504)
 
 
@@ -83,8 +85,16 @@ def with_hash(body: Mapping[str, Any]) -> dict[str, Any]:
 class ClusterHttp:
     """A minimal JSON-over-HTTP client with retries on 429/5xx and connection errors."""
 
-    def __init__(self, url: str, *, auth: tuple[str, str] | None = None, api_key: str | None = None,
-                 verify: bool | str = True, timeout: float = 30.0, retries: int = 4) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        auth: tuple[str, str] | None = None,
+        api_key: str | None = None,
+        verify: bool | str = True,
+        timeout: float = 30.0,
+        retries: int = 4,
+    ) -> None:
         self.url = url.rstrip("/")
         self.session = requests.Session()
         self.session.verify = verify
@@ -106,8 +116,10 @@ class ClusterHttp:
                     time.sleep(delay)
                     delay *= 2
                     continue
-                raise ClusterError(f"{method} {self.url}{path} failed: {exc}",
-                                   hint="check that the cluster is up (dac cluster status) and the URL") from exc
+                raise ClusterError(
+                    f"{method} {self.url}{path} failed: {exc}",
+                    hint="check that the cluster is up (dac cluster status) and the URL",
+                ) from exc
             if resp.status_code in RETRY_STATUSES and attempt < self.retries:
                 time.sleep(delay)
                 delay *= 2
@@ -149,8 +161,9 @@ def plan_templates(http: ClusterHttp, templates: Mapping[str, Mapping[str, Any]]
     return plan
 
 
-def apply_templates(http: ClusterHttp, templates: Mapping[str, Mapping[str, Any]],
-                    plan: TemplatePlan | None = None) -> TemplatePlan:
+def apply_templates(
+    http: ClusterHttp, templates: Mapping[str, Mapping[str, Any]], plan: TemplatePlan | None = None
+) -> TemplatePlan:
     """Write every template the plan creates or updates (component templates first)."""
     plan = plan or plan_templates(http, templates)
     bodies = {kind_key: templates.get(group) or {} for group, _, kind_key in KINDS}
@@ -159,7 +172,9 @@ def apply_templates(http: ClusterHttp, templates: Mapping[str, Mapping[str, Any]
         if change.action == UNCHANGED:
             continue
         try:
-            http.request("PUT", f"/{endpoints[change.kind]}/{change.name}", with_hash(bodies[change.kind][change.name]))
+            http.request(
+                "PUT", f"/{endpoints[change.kind]}/{change.name}", with_hash(bodies[change.kind][change.name])
+            )
         except ClusterError as exc:
             change.error = exc.message
             # Index templates compose the component ones: stop at the first failure so nothing

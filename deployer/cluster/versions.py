@@ -99,7 +99,9 @@ class EngineSpec:
         return f"{self.engine}-{self.version}"
 
 
-def _os_module(name: str, artifact: str, classname: str, description: str, **kw: tuple[str, ...]) -> ModuleSpec:
+def _os_module(
+    name: str, artifact: str, classname: str, description: str, **kw: tuple[str, ...]
+) -> ModuleSpec:
     return ModuleSpec(
         name=name,
         jar=Artifact("org.opensearch.plugin", artifact, OPENSEARCH_VERSION),

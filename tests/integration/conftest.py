@@ -69,7 +69,9 @@ def _cluster(engine: str) -> Iterator[RunningCluster]:
         manager.reap_orphans(INSTANCE_PREFIX)
         name = f"{INSTANCE_PREFIX}{os.getpid()}"
         try:
-            instance = manager.start(engine, name=name, timeout=START_TIMEOUT, stop_at_exit=True, replace=True)
+            instance = manager.start(
+                engine, name=name, timeout=START_TIMEOUT, stop_at_exit=True, replace=True
+            )
         except ClusterError as exc:
             # A failed start is an environment problem the run must show, not a skipped test.
             pytest.fail(f"could not start a local {engine}: {exc}", pytrace=False)

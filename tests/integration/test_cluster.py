@@ -48,14 +48,28 @@ def test_opensearch_fixture_runs_pinned_version_with_assembled_modules(opensearc
 def test_opensearch_painless_and_percolator_work(opensearch) -> None:
     client = opensearch.client
     index = "dac-test-percolator"
-    client.indices.create(index=index, body={"mappings": {"properties": {
-        "query": {"type": "percolator"}, "process": {"properties": {"name": {"type": "keyword"}}}}}})
+    client.indices.create(
+        index=index,
+        body={
+            "mappings": {
+                "properties": {
+                    "query": {"type": "percolator"},
+                    "process": {"properties": {"name": {"type": "keyword"}}},
+                }
+            }
+        },
+    )
     try:
-        client.index(index=index, id="q1", body={"query": {"term": {"process.name": "mshta.exe"}}}, refresh=True)
-        result = client.search(index=index, body={
-            "query": {"percolate": {"field": "query", "document": {"process": {"name": "mshta.exe"}}}},
-            "script_fields": {"two": {"script": {"lang": "painless", "source": "1 + 1"}}},
-        })
+        client.index(
+            index=index, id="q1", body={"query": {"term": {"process.name": "mshta.exe"}}}, refresh=True
+        )
+        result = client.search(
+            index=index,
+            body={
+                "query": {"percolate": {"field": "query", "document": {"process": {"name": "mshta.exe"}}}},
+                "script_fields": {"two": {"script": {"lang": "painless", "source": "1 + 1"}}},
+            },
+        )
         hits = result["hits"]["hits"]
         assert [h["_id"] for h in hits] == ["q1"]
         assert hits[0]["fields"]["two"] == [2]
@@ -76,7 +90,9 @@ def test_cli_up_status_down(opensearch) -> None:
     name = _name("cli")
     runner = CliRunner()
     try:
-        up = runner.invoke(main, ["cluster", "up", "--engine", "opensearch", "--name", name, "--format", "json"])
+        up = runner.invoke(
+            main, ["cluster", "up", "--engine", "opensearch", "--name", name, "--format", "json"]
+        )
         assert up.exit_code == 0, up.output
         info = json.loads(up.output)
         assert info["running"] is True and info["engine"] == "opensearch"
@@ -84,11 +100,15 @@ def test_cli_up_status_down(opensearch) -> None:
         assert "opensearch-job-scheduler" in info["plugins"]
         assert info["url"].startswith("http://127.0.0.1:")
 
-        status = runner.invoke(main, ["cluster", "status", "--engine", "opensearch", "--name", name, "--format", "json"])
+        status = runner.invoke(
+            main, ["cluster", "status", "--engine", "opensearch", "--name", name, "--format", "json"]
+        )
         assert status.exit_code == 0, status.output
         assert {"engine", "url", "version", "plugins"} <= set(json.loads(status.output))
 
-        again = runner.invoke(main, ["cluster", "up", "--engine", "opensearch", "--name", name, "--format", "json"])
+        again = runner.invoke(
+            main, ["cluster", "up", "--engine", "opensearch", "--name", name, "--format", "json"]
+        )
         assert again.exit_code == 0 and json.loads(again.output)["url"] == info["url"]
 
         directory = manager.instance_dir("opensearch", name)
@@ -97,7 +117,9 @@ def test_cli_up_status_down(opensearch) -> None:
         assert down.exit_code == 0 and "stopped" in down.output
         assert _jvms_of(directory) == []
 
-        after = runner.invoke(main, ["cluster", "status", "--engine", "opensearch", "--name", name, "--format", "json"])
+        after = runner.invoke(
+            main, ["cluster", "status", "--engine", "opensearch", "--name", name, "--format", "json"]
+        )
         assert after.exit_code == 1 and json.loads(after.output)["running"] is False
     finally:
         manager.stop("opensearch", name, remove=True)
@@ -122,7 +144,9 @@ def test_cli_port_in_use_exits_2_with_next_step() -> None:
         sock.bind(("127.0.0.1", 0))
         sock.listen(1)
         port = sock.getsockname()[1]
-        result = CliRunner().invoke(main, ["cluster", "up", "--name", _name("cliport"), "--http-port", str(port)])
+        result = CliRunner().invoke(
+            main, ["cluster", "up", "--name", _name("cliport"), "--http-port", str(port)]
+        )
     assert result.exit_code == 2
     assert "already in use" in result.output and "next step" in result.output
 
@@ -151,8 +175,9 @@ def test_never_healthy_cluster_is_stopped_with_log_tail(engine: str) -> None:
         # The node waits for a second data node before recovering its state, so its health never
         # turns green or yellow: a deterministic "never healthy" server.
         with pytest.raises(StartupError) as err:
-            manager.start(engine, name=name, timeout=15,
-                          extra_settings={"gateway.recover_after_data_nodes": "2"})
+            manager.start(
+                engine, name=name, timeout=15, extra_settings={"gateway.recover_after_data_nodes": "2"}
+            )
         message = str(err.value)
         assert "did not become healthy within 15s" in message
         assert err.value.log_tail, "the error must carry the tail of the server log"

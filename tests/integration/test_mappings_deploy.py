@@ -18,7 +18,9 @@ FIXTURES = sorted(REPO.glob("detections/*/fixtures/*.ndjson"))
 
 
 def _deploy(flag: str, url: str) -> dict:
-    result = CliRunner().invoke(main, ["mappings", "deploy", flag, url, "--root", str(REPO), "--format", "json"])
+    result = CliRunner().invoke(
+        main, ["mappings", "deploy", flag, url, "--root", str(REPO), "--format", "json"]
+    )
     assert result.exit_code == 0, result.output
     return json.loads(result.output)
 
@@ -33,7 +35,9 @@ def _events() -> list[dict]:
 
 
 @pytest.mark.parametrize("engine", ["opensearch", "elasticsearch"])
-def test_mappings_deploy_is_idempotent_and_fixture_events_index(engine: str, request: pytest.FixtureRequest) -> None:
+def test_mappings_deploy_is_idempotent_and_fixture_events_index(
+    engine: str, request: pytest.FixtureRequest
+) -> None:
     if not (REPO / "mappings" / engine).is_dir():
         pytest.skip(f"mappings/{engine} has not been generated")
     cluster = request.getfixturevalue(engine)
@@ -56,8 +60,12 @@ def test_mappings_deploy_is_idempotent_and_fixture_events_index(engine: str, req
     for event in events:
         lines.append(json.dumps({"index": {"_index": index}}))
         lines.append(json.dumps(event))
-    resp = requests.post(f"{cluster.url}/_bulk?refresh=true", data="\n".join(lines) + "\n",
-                         headers={"Content-Type": "application/x-ndjson"}, timeout=60)
+    resp = requests.post(
+        f"{cluster.url}/_bulk?refresh=true",
+        data="\n".join(lines) + "\n",
+        headers={"Content-Type": "application/x-ndjson"},
+        timeout=60,
+    )
     resp.raise_for_status()
     body = resp.json()
     errors = [item["index"]["error"] for item in body["items"] if "error" in item["index"]]
@@ -74,8 +82,20 @@ def test_mappings_deploy_plan_writes_nothing(opensearch) -> None:
         pytest.skip("mappings/opensearch has not been generated")
     name = "dac-ecs-base"
     requests.delete(f"{opensearch.url}/_index_template/dac-events", timeout=10)
-    result = CliRunner().invoke(main, ["mappings", "deploy", "--opensearch-url", opensearch.url,
-                                       "--root", str(REPO), "--plan", "--format", "json"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "mappings",
+            "deploy",
+            "--opensearch-url",
+            opensearch.url,
+            "--root",
+            str(REPO),
+            "--plan",
+            "--format",
+            "json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     out = json.loads(result.output)
     assert out["applied"] is False

@@ -86,7 +86,10 @@ def test_project_pom_is_valid_xml_with_the_dependency_and_plugin_config() -> Non
     assert conf.findtext("m:includeScope", namespaces=NS) == "runtime"
     plugin_zip = OPENSEARCH.plugins[0].zip
     root = ET.fromstring(fetch.project_pom("plugin-x", plugin_zip, transitive=False))
-    assert root.findtext("m:build/m:plugins/m:plugin/m:configuration/m:excludeTransitive", namespaces=NS) == "true"
+    assert (
+        root.findtext("m:build/m:plugins/m:plugin/m:configuration/m:excludeTransitive", namespaces=NS)
+        == "true"
+    )
     assert root.findtext("m:dependencies/m:dependency/m:type", namespaces=NS) == "zip"
 
 
@@ -114,8 +117,16 @@ def test_jar_artifact_name(filename: str, name: str) -> None:
 
 
 def test_module_jars_drop_what_the_server_lib_has() -> None:
-    jars = [Path(n) for n in ("lang-painless-2.19.4.jar", "antlr4-runtime-4.13.1.jar",
-                               "opensearch-2.19.4.jar", "lucene-core-9.12.0.jar", "asm-9.7.jar")]
+    jars = [
+        Path(n)
+        for n in (
+            "lang-painless-2.19.4.jar",
+            "antlr4-runtime-4.13.1.jar",
+            "opensearch-2.19.4.jar",
+            "lucene-core-9.12.0.jar",
+            "asm-9.7.jar",
+        )
+    ]
     kept = fetch.module_jars(jars, {"opensearch", "lucene-core", "jackson-core"})
     assert [p.name for p in kept] == ["antlr4-runtime-4.13.1.jar", "asm-9.7.jar", "lang-painless-2.19.4.jar"]
 
@@ -123,7 +134,8 @@ def test_module_jars_drop_what_the_server_lib_has() -> None:
 def test_descriptor_text() -> None:
     module = next(m for m in OPENSEARCH.modules if m.name == "analysis-common")
     props = dict(
-        line.split("=", 1) for line in fetch.descriptor_text(OPENSEARCH, module).splitlines()
+        line.split("=", 1)
+        for line in fetch.descriptor_text(OPENSEARCH, module).splitlines()
         if line and not line.startswith("#")
     )
     assert props["name"] == "analysis-common"
@@ -238,7 +250,9 @@ def test_fetch_artifact_reports_maven_failure(tmp_path: Path, monkeypatch: pytes
     import subprocess
 
     def fake_run(cmd, **_kw):  # noqa: ANN001, ANN003
-        return subprocess.CompletedProcess(cmd, 1, stdout="[ERROR] Could not find artifact x in central\n", stderr="")
+        return subprocess.CompletedProcess(
+            cmd, 1, stdout="[ERROR] Could not find artifact x in central\n", stderr=""
+        )
 
     monkeypatch.setattr(fetch.subprocess, "run", fake_run)
     with pytest.raises(FetchError, match="Could not find artifact") as err:
@@ -263,7 +277,9 @@ def test_plugin_install_failure_is_a_clear_error(tmp_path: Path) -> None:
     home = tmp_path / "home"
     (home / "bin").mkdir(parents=True)
     cli = home / OPENSEARCH.plugin_cli
-    cli.write_text("#!/bin/sh\necho \"ERROR: plugin [opensearch-alerting] requires plugin [lang-painless]\" >&2\nexit 1\n")
+    cli.write_text(
+        '#!/bin/sh\necho "ERROR: plugin [opensearch-alerting] requires plugin [lang-painless]" >&2\nexit 1\n'
+    )
     cli.chmod(0o755)
     archive = tmp_path / "alerting-2.19.4.0.zip"
     archive.write_bytes(b"PK")

@@ -16,7 +16,9 @@ from deployer.cluster.versions import ELASTICSEARCH, OPENSEARCH
 
 
 def test_server_settings_single_node_loopback(tmp_path: Path) -> None:
-    settings = manager.server_settings(OPENSEARCH, name="t", http_port=1234, transport_port=1235, directory=tmp_path)
+    settings = manager.server_settings(
+        OPENSEARCH, name="t", http_port=1234, transport_port=1235, directory=tmp_path
+    )
     assert settings["discovery.type"] == "single-node"
     assert settings["network.host"] == "127.0.0.1"
     assert settings["http.port"] == "1234" and settings["transport.port"] == "1235"
@@ -45,8 +47,12 @@ def test_server_command_and_env(tmp_path: Path) -> None:
     assert cmd == ["/h/bin/opensearch", "-p", str(tmp_path / "server.pid")]
     assert manager.server_command(ELASTICSEARCH, Path("/h"), Path("/p"))[0] == "/h/bin/elasticsearch"
     runtime = JavaRuntime(Path("/jdk"), 17, "test")
-    env = manager.server_env(OPENSEARCH, runtime, tmp_path / "config",
-                             base={"OPENSEARCH_JAVA_OPTS": "-Xmx8g", "PATH": "/bin", "JAVA_HOME": "/other"})
+    env = manager.server_env(
+        OPENSEARCH,
+        runtime,
+        tmp_path / "config",
+        base={"OPENSEARCH_JAVA_OPTS": "-Xmx8g", "PATH": "/bin", "JAVA_HOME": "/other"},
+    )
     assert env["OPENSEARCH_JAVA_HOME"] == "/jdk" and env["JAVA_HOME"] == "/jdk"
     assert env["OPENSEARCH_PATH_CONF"] == str(tmp_path / "config")
     assert "OPENSEARCH_JAVA_OPTS" not in env
@@ -57,7 +63,10 @@ def test_server_command_and_env(tmp_path: Path) -> None:
 
 
 def test_instance_dir_rejects_bad_names(tmp_path: Path) -> None:
-    assert manager.instance_dir("opensearch", "default", tmp_path) == tmp_path / "instances" / "opensearch-default"
+    assert (
+        manager.instance_dir("opensearch", "default", tmp_path)
+        == tmp_path / "instances" / "opensearch-default"
+    )
     for bad in ("", "../x", ".hidden", "a/b"):
         with pytest.raises(ValueError):
             manager.instance_dir("opensearch", bad, tmp_path)
@@ -144,7 +153,9 @@ def test_find_java_engine_variable_with_wrong_version_is_an_error(tmp_path: Path
         find_java(OPENSEARCH, {"OPENSEARCH_JAVA_HOME": str(home)})
 
 
-def test_find_java_general_java_home_too_new_falls_back_to_a_scan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_find_java_general_java_home_too_new_falls_back_to_a_scan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     jvms = tmp_path / "jvm"
     too_new = _fake_jdk(jvms, "jdk25", "25")
     ok = _fake_jdk(jvms, "jdk17", "17.0.2")
