@@ -1,6 +1,7 @@
 """`dac plan`, `dac deploy`, `dac export`, `dac import`: keep a target in step with the repository.
 
-Exit codes: 0 ok / no changes, 1 findings, conflicts or failed rules, 2 usage or environment error
+Exit codes: 0 ok / no changes, 1 findings, conflicts, failed rules or (deploy) rules the target
+refused, 2 usage or environment error
 (unreachable target, bad credentials, unsupported version), and for `plan` 3 when changes are
 pending. Secrets are never accepted as flag values: credentials come from environment variables
 or `--api-key-file`.
@@ -227,12 +228,20 @@ def _report_findings(findings: list[Any]) -> None:
         click.echo(format_findings(findings, "text"), err=True)
 
 
-def _compute_plan(target: Any, rules: list[Any], *, prune: bool, adopt: bool) -> Any:
+def _compute_plan(
+    target: Any, rules: list[Any], *, prune: bool, adopt: bool
+) -> tuple[Any, list[dict[str, Any]]]:
+    """Plan the target; returns (plan, refusals), refusals being the rules the target left out."""
     from deployer.targets.plan import build_plan
 
     desired = target.desired(rules)
+    refused = _refusals(target)
     current = target.read_current(list(desired))
-    return build_plan(
+    # A refused rule is still in the repository: whatever an earlier deploy wrote for it is
+    # neither an orphan nor pruned, so a rule that stops compiling never silently loses its monitor.
+    refused_ids = {r["rule_id"] for r in refused}
+    current = {rid: body for rid, body in current.items() if rid not in refused_ids}
+    the_plan = build_plan(
         desired,
         current,
         owned=target.owned,
@@ -241,6 +250,30 @@ def _compute_plan(target: Any, rules: list[Any], *, prune: bool, adopt: bool) ->
         ignore=target.compare_ignore,
         target=target.describe(),
     )
+    return the_plan, refused
+
+
+def _refusals(target: Any) -> list[dict[str, Any]]:
+    """Return the rules the target could not express faithfully (after `desired()`), JSON-ready."""
+    out = []
+    # Only some targets refuse rules (OpenSearch); a Kibana target takes every rule as written.
+    for refusal in getattr(target, "refused", None) or []:
+        out.append(
+            {
+                "rule_id": str(refusal.rule_id),
+                "construct": str(getattr(refusal, "construct", "")),
+                "reason": str(getattr(refusal, "reason", "") or refusal),
+                "line": getattr(refusal, "line", None),
+                "column": getattr(refusal, "column", None),
+            }
+        )
+    return sorted(out, key=lambda r: r["rule_id"])
+
+
+def _report_refusals(refused: list[dict[str, Any]]) -> None:
+    """Print one `refused: <rule_id>: <reason>` line per refused rule on stderr, like findings."""
+    for r in refused:
+        click.echo(f"refused: {r['rule_id']}: {r['reason']}", err=True)
 
 
 @contextmanager
@@ -302,13 +335,15 @@ def plan(
         _fail("rule files have errors; fix them before planning", EXIT_FAIL)
     target = make_target(cfg)
     try:
-        the_plan = _compute_plan(target, rules, prune=prune, adopt=adopt)
+        the_plan, refused = _compute_plan(target, rules, prune=prune, adopt=adopt)
     finally:
         target.close()
+    _report_refusals(refused)
     if fmt == "json":
-        click.echo(the_plan.render_json())
+        click.echo(json.dumps({**the_plan.to_dict(), "refused": refused}, indent=2, default=str))
     else:
         click.echo(the_plan.render_text())
+    # Refusals do not change the plan's exit code: the plan itself is still right; deploy fails on them.
     if the_plan.conflicts:
         sys.exit(EXIT_FAIL)
     sys.exit(EXIT_PENDING if the_plan.has_changes else EXIT_OK)
@@ -339,7 +374,7 @@ def deploy(
     dry_run: bool,
     fmt: str,
 ) -> None:
-    """Validate every rule, then write only what changed to the target (exit 1 if any rule failed)."""
+    """Validate every rule, then write only what changed to the target (exit 1 if any rule failed or was refused)."""
     _setup_logging(verbose)
     cfg = _resolve(
         target_name, kibana_url, opensearch_url, space, api_key_file, ca_cert, insecure, timeout, config_path
@@ -363,13 +398,17 @@ def deploy(
     _report_findings(findings)  # warnings only
     target = make_target(cfg)
     try:
-        the_plan = _compute_plan(target, rules, prune=prune, adopt=adopt)
+        the_plan, refused = _compute_plan(target, rules, prune=prune, adopt=adopt)
+        _report_refusals(refused)
         if fmt == "text":
             click.echo(the_plan.render_text())
         if the_plan.conflicts:
             if fmt == "json":
                 click.echo(
-                    json.dumps({"deployed": False, "plan": the_plan.to_dict(), "results": []}, indent=2)
+                    json.dumps(
+                        {"deployed": False, "plan": the_plan.to_dict(), "results": [], "refused": refused},
+                        indent=2,
+                    )
                 )
             _fail(
                 f"{len(the_plan.conflicts)} rule(s) exist in the target but are not managed by dac; nothing was deployed",
@@ -393,6 +432,7 @@ def deploy(
                     "plan": the_plan.to_dict(),
                     "results": [r.to_dict() for r in results],
                     "summary": {"ok": len(results) - len(failed), "failed": len(failed)},
+                    "refused": refused,
                 },
                 indent=2,
             )
@@ -409,7 +449,18 @@ def deploy(
                 tail = f": {r.message}" if r.message else ""
                 click.echo(f"  {status} {r.action:<7} {r.rule_id}{tail}")
             click.echo(f"Deployed: {len(results) - len(failed)} ok, {len(failed)} failed.")
-    sys.exit(EXIT_FAIL if failed else EXIT_OK)
+    if refused:
+        # The other rules were deployed; the refused ones were meant for this target and are not
+        # there, which a pipeline must notice. Excluding them from the target is the way out.
+        click.echo(
+            f"error: {len(refused)} rule(s) cannot be expressed by {cfg.name} and were not deployed",
+            err=True,
+        )
+        click.echo(
+            "hint: rewrite them, or leave them out of this target in dac.yaml (targets.<name>.exclude)",
+            err=True,
+        )
+    sys.exit(EXIT_FAIL if failed or refused else EXIT_OK)
 
 
 @click.command("export")

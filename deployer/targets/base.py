@@ -11,6 +11,9 @@ Contract:
 - `Target.owned(body)` says whether a normalised body carries this tool's ownership marker.
 - `Target.compare_ignore` lists dotted field paths that are informational only: they are sent but a
   difference in them alone never makes a rule "changed".
+- `Target.refused` (optional; only targets that cannot take every rule have it): after `desired()`,
+  the rules left out because the target cannot express them faithfully, each with `rule_id`,
+  `construct` and `reason`. `dac plan`/`dac deploy` list them and `dac deploy` exits 1 on them.
 - `Target.apply(plan, progress)` performs the writes the plan calls for with as few requests as the
   target allows and returns one `Result` per rule it touched; it never raises for a per-rule
   failure, only for a whole-target failure (`TargetError`).

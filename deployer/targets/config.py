@@ -8,6 +8,7 @@ targets:
     space: secops                # Kibana space; omitted = default space
     rules: ["detections/windows/**"]   # globs relative to the repository root; omitted = all
     tags: [production]           # only rules carrying one of these tags; omitted = all
+    exclude: [rule-id-or-glob]   # never these rules (by rule_id or path glob), whatever else matches
     auth:
       api_key_env: KIBANA_STAGING_API_KEY     # default KIBANA_API_KEY
       username_env: KIBANA_USERNAME           # basic auth fallback
@@ -49,6 +50,7 @@ class TargetConfig:
     space: str | None = None
     rules: list[str] = field(default_factory=list)
     tags: list[str] = field(default_factory=list)
+    exclude: list[str] = field(default_factory=list)
     api_key_env: str = "KIBANA_API_KEY"
     api_key_file: str | None = None
     username_env: str = "KIBANA_USERNAME"
@@ -69,9 +71,13 @@ class TargetConfig:
             return False
         return True
 
+    def excludes(self, rule_id: str, rel_path: str) -> bool:
+        """Return True when the target's `exclude` list names the rule (its rule_id or a path glob)."""
+        return any(rule_id == p or _glob_match(rel_path, p) for p in self.exclude)
+
 
 def select_rules(cfg: TargetConfig, rules: Iterable[Any]) -> list[Any]:
-    """Return the loaded rule files that belong to the target (its `rules` globs and `tags`)."""
+    """Return the loaded rule files that belong to the target (its `rules` globs and `tags`, minus `exclude`)."""
     out = []
     for rule in rules:
         try:
@@ -79,7 +85,9 @@ def select_rules(cfg: TargetConfig, rules: Iterable[Any]) -> list[Any]:
         except ValueError:
             rel = Path(rule.path).as_posix()
         tags = rule.kibana.get("tags") or []
-        if cfg.selects(rel, tags if isinstance(tags, list) else []):
+        if cfg.selects(rel, tags if isinstance(tags, list) else []) and not cfg.excludes(
+            str(rule.rule_id or ""), rel
+        ):
             out.append(rule)
     return out
 
@@ -143,6 +151,7 @@ def resolve_target(
         "space",
         "rules",
         "tags",
+        "exclude",
         "ca_cert",
         "insecure",
         "timeout",
@@ -182,6 +191,7 @@ def resolve_target(
         space=space or entry.get("space") or env.get(f"{env_prefix}_SPACE") or None,
         rules=_str_list(entry.get("rules"), f"targets.{name}.rules"),
         tags=_str_list(entry.get("tags"), f"targets.{name}.tags"),
+        exclude=_str_list(entry.get("exclude"), f"targets.{name}.exclude"),
         api_key_env=str(auth.get("api_key_env", f"{env_prefix}_API_KEY")),
         api_key_file=api_key_file or auth.get("api_key_file") or env.get(f"{env_prefix}_API_KEY_FILE"),
         username_env=str(auth.get("username_env", f"{env_prefix}_USERNAME")),

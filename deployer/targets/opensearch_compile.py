@@ -60,7 +60,9 @@ class UnsupportedConstruct(Exception):
         self.line = node.line if node is not None else None
         self.column = node.column if node is not None else None
         where = f" at query line {self.line}, column {self.column}" if node is not None else ""
-        super().__init__(f"{rule_id}: cannot compile for OpenSearch: {construct}{where}: {detail}")
+        # The message without the rule id, for listings that print the rule id themselves.
+        self.reason = f"cannot compile for OpenSearch: {construct}{where}: {detail}"
+        super().__init__(f"{rule_id}: {self.reason}")
 
 
 @dataclass(frozen=True)
