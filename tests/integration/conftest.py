@@ -54,10 +54,10 @@ def _describe(engine: str, url: str) -> tuple[str, list[str], list[str]]:
     )
 
 
-def _client(engine: str, url: str, version: str) -> Any:
+def _client(engine: str, url: str) -> Any:
     if engine == "opensearch":
         return opensearch_client(url)
-    return elasticsearch_client(url, int(version.split(".")[0]))
+    return elasticsearch_client(url)
 
 
 def _cluster(engine: str) -> Iterator[RunningCluster]:
@@ -77,7 +77,7 @@ def _cluster(engine: str) -> Iterator[RunningCluster]:
             pytest.fail(f"could not start a local {engine}: {exc}", pytrace=False)
         url = instance.url
     version, plugins, modules = _describe(engine, url)
-    cluster = RunningCluster(engine, url, version, plugins, modules, _client(engine, url, version), name)
+    cluster = RunningCluster(engine, url, version, plugins, modules, _client(engine, url), name)
     try:
         yield cluster
     finally:
