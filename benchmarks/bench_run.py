@@ -47,7 +47,9 @@ APPS = ["winword.exe", "excel.exe", "outlook.exe", "acrord32.exe", "7zfm.exe"]
 _WRAPPER = """
 import resource, subprocess, sys
 code = subprocess.call([sys.executable, "-P", "-c", "from deployer.cli import main; main()", *sys.argv[1:]])
-print("maxrss_kb=%d rc=%d" % (resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, code), file=sys.stderr)
+usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+cpu = usage.ru_utime + usage.ru_stime
+print("maxrss_kb=%d cpu_s=%.3f rc=%d" % (usage.ru_maxrss, cpu, code), file=sys.stderr)
 """
 
 
@@ -161,6 +163,7 @@ def run_dac(source: Path, events: Path, output: Path) -> dict[str, Any]:
     return {
         "seconds": seconds,
         "rss_mb": int(fields["maxrss_kb"]) / 1024,
+        "cpu": float(fields["cpu_s"]),
         "sha256": hashlib.sha256(data).hexdigest(),
         "lines": data.count(b"\n"),
     }
@@ -194,12 +197,17 @@ def main() -> int:
             print(f"  OUTPUT DIFFERS at {n:,} events (see {workdir})")
 
     print()
-    print(f"{'events':>10} {'version':7} {'seconds':>8} {'events/s':>10} {'peak RSS MB':>12} {'matches':>8}")
+    # CPU seconds (user + system) are steadier than wall time on a shared machine.
+    print(
+        f"{'events':>10} {'version':7} {'wall s':>8} {'events/s':>10} {'CPU s':>8} {'events/CPU s':>12} "
+        f"{'peak RSS MB':>12} {'matches':>8}"
+    )
     for n in sizes:
         for label, _ in versions:
             r = results[label, n]
             print(
-                f"{n:>10,} {label:7} {r['seconds']:8.2f} {n / r['seconds']:10,.0f} {r['rss_mb']:12.1f} {r['lines']:8,}"
+                f"{n:>10,} {label:7} {r['seconds']:8.2f} {n / r['seconds']:10,.0f} {r['cpu']:8.2f} "
+                f"{n / r['cpu']:12,.0f} {r['rss_mb']:12.1f} {r['lines']:8,}"
             )
     if len(sizes) >= 2:
         small, large = sizes[0], sizes[-1]
@@ -211,8 +219,9 @@ def main() -> int:
     if args.old:
         for n in sizes:
             speed = results["old", n]["seconds"] / results["new", n]["seconds"]
+            cpu = results["old", n]["cpu"] / results["new", n]["cpu"]
             same = "identical" if results["new", n]["sha256"] == results["old", n]["sha256"] else "DIFFERENT"
-            print(f"{n:>10,}: new is {speed:.1f}x faster; outputs {same}")
+            print(f"{n:>10,}: new is {speed:.1f}x faster (wall), {cpu:.1f}x less CPU; outputs {same}")
     print(f"event files and outputs: {workdir}")
     return 0 if ok else 1
 
