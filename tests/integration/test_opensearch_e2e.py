@@ -1,7 +1,9 @@
 """End to end on a real OpenSearch with Alerting: deploy, idempotency, fixtures alert, prune.
 
 Uses the session fixture ``opensearch`` (tests/integration/conftest.py), which starts a local
-OpenSearch and yields an object with ``.url``.
+OpenSearch and yields an object with ``.url``. The local one has no Alerting plugin, so the tests
+that need it skip; with Docker, ``docker compose --profile opensearch up -d --wait opensearch`` and
+``DAC_TEST_OPENSEARCH_URL=http://localhost:9200`` run them all (docs/opensearch.md).
 """
 
 from __future__ import annotations

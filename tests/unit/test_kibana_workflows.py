@@ -59,3 +59,23 @@ def test_compose_has_security_encryption_key_healthchecks_and_setup(repo_root: P
     assert "kibana_system/_password" in " ".join(setup["command"])
     assert kibana["depends_on"]["setup"]["condition"] == "service_completed_successfully"
     assert kibana["environment"]["ELASTICSEARCH_USERNAME"] == "kibana_system"
+
+
+def test_compose_has_an_opensearch_with_alerting_for_the_e2e_job(repo_root: Path):
+    compose = yaml.safe_load((repo_root / "docker-compose.yml").read_text())
+    os_service = compose["services"]["opensearch"]
+    assert os_service["image"].startswith("opensearchproject/opensearch:")
+    assert os_service["image"].endswith("2.19.4}") or os_service["image"].endswith(":2.19.4")
+    # Behind a profile: a plain `docker compose up` would otherwise fight Elasticsearch for 9200.
+    assert os_service["profiles"] == ["opensearch"]
+    env = os_service["environment"]
+    assert env["discovery.type"] == "single-node" and env["DISABLE_SECURITY_PLUGIN"] == "true"
+    assert env["OPENSEARCH_INITIAL_ADMIN_PASSWORD"] and "-Xmx" in env["OPENSEARCH_JAVA_OPTS"]
+    assert "_cluster/health" in " ".join(os_service["healthcheck"]["test"])
+    jobs = yaml.safe_load((repo_root / ".github" / "workflows" / "integration.yml").read_text())["jobs"]
+    steps = jobs["opensearch"]["steps"]
+    run = " ".join(str(s.get("run", "")) for s in steps)
+    assert "--profile opensearch up" in run and "tests/integration/test_opensearch_e2e.py" in run
+    e2e = next(s for s in steps if "test_opensearch_e2e.py" in str(s.get("run", "")))
+    assert e2e["env"]["DAC_TEST_OPENSEARCH_URL"] == "http://localhost:9200"
+    assert "-m integration" in e2e["run"]
