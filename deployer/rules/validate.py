@@ -30,6 +30,7 @@ from deployer.eql import ast
 from deployer.eql.errors import EqlError
 from deployer.rules import attack, fastschema
 from deployer.rules.findings import ERROR, WARNING, Finding, sort_key
+from deployer.rules.kibana_fields import SERVER_FIELDS
 from deployer.rules.loader import RuleFile, discover_rule_files, load_rule_file
 
 # schemas/rule.schema.json is the one source of truth; the package links to it so an installed
@@ -38,24 +39,6 @@ SCHEMA_PATH = Path(__file__).with_name("rule.schema.json")
 
 # Index patterns of Kibana's alerts indices: rules over other rules' alerts read these.
 ALERTS_INDEX_PREFIXES = (".alerts-security.alerts-", ".internal.alerts-security.alerts-")
-
-# Response-only / server-managed Kibana fields: present in exports, never written in rule files.
-SERVER_FIELDS = frozenset(
-    {
-        "id",
-        "created_at",
-        "created_by",
-        "updated_at",
-        "updated_by",
-        "revision",
-        "immutable",
-        "rule_source",
-        "execution_summary",
-        "outcome",
-        "alias_purpose",
-        "alias_target_id",
-    }
-)
 
 # Common wrong spellings of ECS allowed values (past tense, plurals) → the ECS value.
 _VALUE_SYNONYMS = {

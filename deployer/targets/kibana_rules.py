@@ -24,27 +24,11 @@ from typing import Any
 
 import yaml
 
+from deployer.rules.kibana_fields import SERVER_FIELDS
+
 MANAGED_BY = "dac"
 OWNER_TAG = "managed-by:dac"
 IMPLEMENTS_TAG_PREFIX = "implements:"
-
-# Present only in responses; never sent, never compared.
-SERVER_FIELDS = frozenset(
-    {
-        "id",
-        "created_at",
-        "created_by",
-        "updated_at",
-        "updated_by",
-        "revision",
-        "execution_summary",
-        "immutable",
-        "rule_source",
-        "outcome",
-        "alias_purpose",
-        "alias_target_id",
-    }
-)
 
 # Values Kibana fills in when a create body omits the field (spec descriptions and the
 # response schema's required fields). Compared as if they had been written out.

@@ -43,7 +43,9 @@ API_VERSION = "2023-10-31"
 DE = "/api/detection_engine"
 RULES = f"{DE}/rules"
 
-# Fields only the server sets; accepted (and ignored) on import lines, as Kibana does.
+# Fields only the server sets; accepted (and ignored) on import lines, as Kibana does. Written
+# out here rather than imported from deployer.rules.kibana_fields on purpose: the contract server
+# stands for Kibana, so it must not share the deployer's idea of Kibana's behaviour.
 RESPONSE_ONLY = {
     "id",
     "created_at",
@@ -219,7 +221,9 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-# Defaults Kibana fills into a stored rule (spec descriptions / response schema).
+# Defaults Kibana fills into a stored rule (spec descriptions / response schema). Kept apart from
+# deployer.targets.kibana_rules.DEFAULTS on purpose: were they shared, a wrong default would be
+# wrong on both sides and the contract tests could not catch it.
 _DEFAULTS: dict[str, Any] = {
     "enabled": True,
     "interval": "5m",
