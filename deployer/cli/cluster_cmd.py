@@ -7,23 +7,27 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import click
 
+from deployer.cli.common import format_option
 from deployer.cluster import fetch as fetch_mod
 from deployer.cluster import manager
 from deployer.cluster.errors import ClusterError
 from deployer.cluster.versions import ENGINES, get_engine
 
 ENGINE_CHOICE = click.Choice(sorted(ENGINES))
-FORMAT_OPTION = click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="Output format; json is quiet and machine-readable.",
-)
+FORMAT_OPTION = format_option("Output format; json is quiet and machine-readable.")
+
+
+def _instances_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """`--engine` (or all), `--name` and `--format`: how `down` and `status` pick instances."""
+    f = FORMAT_OPTION(f)
+    f = click.option("--name", default="default", show_default=True)(f)
+    return click.option(
+        "--engine", type=click.Choice([*sorted(ENGINES), "all"]), default="opensearch", show_default=True
+    )(f)
 
 
 @contextlib.contextmanager
@@ -166,11 +170,7 @@ def up(
 
 
 @cluster.command()
-@click.option(
-    "--engine", type=click.Choice([*sorted(ENGINES), "all"]), default="opensearch", show_default=True
-)
-@click.option("--name", default="default", show_default=True)
-@FORMAT_OPTION
+@_instances_options
 def down(engine: str, name: str, fmt: str) -> None:
     """Stop a local server (SIGTERM, then SIGKILL if it does not exit)."""
     results = [{"engine": e, "name": name, "stopped": manager.stop(e, name)} for e in _engines(engine)]
@@ -182,11 +182,7 @@ def down(engine: str, name: str, fmt: str) -> None:
 
 
 @cluster.command()
-@click.option(
-    "--engine", type=click.Choice([*sorted(ENGINES), "all"]), default="opensearch", show_default=True
-)
-@click.option("--name", default="default", show_default=True)
-@FORMAT_OPTION
+@_instances_options
 def status(engine: str, name: str, fmt: str) -> None:
     """Show engine, URL, version, health and plugins of a local server."""
     infos = [manager.status(e, name) for e in _engines(engine)]

@@ -8,19 +8,12 @@ from pathlib import Path
 
 import click
 
-DEFAULT_RULES_DIR = Path("detections")
+from deployer.cli.common import DEFAULT_RULES_DIR, EXIT_ENV, fail, format_option
 
 
 @click.command("coverage")
 @click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="Human tables, or one JSON document for machines.",
-)
+@format_option("Human tables, or one JSON document for machines.")
 @click.option(
     "--navigator",
     "navigator_path",
@@ -33,9 +26,9 @@ def coverage(paths: tuple[Path, ...], fmt: str, navigator_path: Path | None) -> 
     from deployer.rules.loader import load_rule_files
 
     if not paths:
-        if not DEFAULT_RULES_DIR.is_dir():
+        if not Path(DEFAULT_RULES_DIR).is_dir():
             raise click.UsageError(f"no {DEFAULT_RULES_DIR}/ here; pass the rule files or directories")
-        paths = (DEFAULT_RULES_DIR,)
+        paths = (Path(DEFAULT_RULES_DIR),)
     loaded = load_rule_files(list(paths))
     errors = [
         f.format_text() if hasattr(f, "format_text") else str(f)
@@ -51,8 +44,7 @@ def coverage(paths: tuple[Path, ...], fmt: str, navigator_path: Path | None) -> 
         try:
             navigator_path.write_text(json.dumps(navigator_layer(report), indent=2) + "\n", encoding="utf-8")
         except OSError as exc:
-            click.echo(f"error: cannot write {navigator_path}: {exc}", err=True)
-            sys.exit(2)
+            fail(f"cannot write {navigator_path}: {exc}", EXIT_ENV)
 
     if fmt == "json":
         click.echo(json.dumps(report.to_dict(), indent=2))

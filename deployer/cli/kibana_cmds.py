@@ -14,22 +14,30 @@ import importlib
 import json
 import logging
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import click
 
-EXIT_OK, EXIT_FAIL, EXIT_ENV, EXIT_PENDING = 0, 1, 2, 3
-DEFAULT_RULES_DIR = "detections"
+from deployer.cli.common import (
+    DEFAULT_RULES_DIR,
+    EXIT_ENV,
+    EXIT_FAIL,
+    EXIT_OK,
+    EXIT_PENDING,
+    fail,
+    format_option,
+    progress_bar,
+)
 
 # Target kind -> module exposing `from_config(cfg) -> Target`.
 TARGET_MODULES = {"kibana": "deployer.targets.kibana", "opensearch": "deployer.targets.opensearch"}
 
 
 def _target_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    """Options shared by every command that talks to a target."""
+    """Options shared by every command that talks to a target; the command takes them as `**conn`."""
     options = [
         click.option(
             "--target", "target_name", metavar="NAME", help="Target defined under `targets:` in dac.yaml."
@@ -69,22 +77,10 @@ def _target_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
-def _format_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option(
-        "--format",
-        "fmt",
-        type=click.Choice(["text", "json"]),
-        default="text",
-        show_default=True,
-        help="Human text, or one JSON document for machines (no progress output).",
-    )(f)
-
-
-def _fail(message: str, code: int = EXIT_ENV, hint: str | None = None) -> None:
-    click.echo(f"error: {message}", err=True)
-    if hint:
-        click.echo(f"hint: {hint}", err=True)
-    sys.exit(code)
+_format_option = format_option("Human text, or one JSON document for machines (no progress output).")
+_adopt_option = click.option(
+    "--adopt", is_flag=True, help="Take over rules with the same rule_id that dac does not own."
+)
 
 
 def _handle_target_errors(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -97,7 +93,7 @@ def _handle_target_errors(f: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return f(*args, **kwargs)
         except TargetError as e:
-            _fail(e.message, EXIT_ENV, e.hint)
+            fail(e.message, EXIT_ENV, e.hint)
 
     return wrapper
 
@@ -111,36 +107,41 @@ def _setup_logging(verbose: bool) -> None:
         log.setLevel(logging.DEBUG)
 
 
-def _resolve(
-    target_name: str | None,
-    kibana_url: str | None,
-    opensearch_url: str | None,
-    space: str | None,
-    api_key_file: Path | None,
-    ca_cert: Path | None,
-    insecure: bool | None,
-    timeout: float | None,
-    config_path: Path | None,
-) -> Any:
+def _resolve(conn: Mapping[str, Any]) -> Any:
+    """Resolve the target from the `_target_options` values, dac.yaml and the environment."""
     from deployer.targets.config import resolve_target
 
+    kibana_url, opensearch_url = conn["kibana_url"], conn["opensearch_url"]
     if kibana_url and opensearch_url:
         raise click.UsageError("pass either --kibana-url or --opensearch-url, not both")
     kind = "opensearch" if opensearch_url else ("kibana" if kibana_url else None)
+    api_key_file, ca_cert = conn["api_key_file"], conn["ca_cert"]
     cfg = resolve_target(
-        target_name,
+        conn["target_name"],
         kind=kind,
         url=kibana_url or opensearch_url,
-        space=space,
+        space=conn["space"],
         api_key_file=str(api_key_file) if api_key_file else None,
         ca_cert=str(ca_cert) if ca_cert else None,
-        insecure=insecure,
-        timeout=timeout,
-        config_path=config_path,
+        insecure=conn["insecure"],
+        timeout=conn["timeout"],
+        config_path=conn["config_path"],
     )
     if cfg.insecure:
         click.echo(f"warning: TLS verification is off for {cfg.name}", err=True)
     return cfg
+
+
+def _prepare(
+    paths: Sequence[Path], conn: Mapping[str, Any], *, full_validation: bool
+) -> tuple[Any, list[Any], list[Any]]:
+    """Set up logging, resolve the target and load the rules meant for it: (cfg, rules, findings)."""
+    _setup_logging(conn["verbose"])
+    cfg = _resolve(conn)
+    rules, findings = _load_rules(
+        _rule_paths(paths, cfg.root), cfg, full_validation=full_validation, config_path=conn["config_path"]
+    )
+    return cfg, rules, findings
 
 
 def make_target(cfg: Any) -> Any:
@@ -282,17 +283,7 @@ def _progress(total: int, enabled: bool, label: str) -> Iterator[Callable[[int],
     if not enabled or total == 0:
         yield None
         return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with Progress(
-        TextColumn(label),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    ) as bar:
+    with progress_bar(label) as bar:
         task = bar.add_task(label, total=total)
         yield lambda n: bar.update(task, advance=n)
 
@@ -303,36 +294,21 @@ def _progress(total: int, enabled: bool, label: str) -> Iterator[Callable[[int],
 @click.option(
     "--prune", is_flag=True, help="Show owned rules that are no longer in the repository as deletions."
 )
-@click.option("--adopt", is_flag=True, help="Take over rules with the same rule_id that dac does not own.")
+@_adopt_option
 @_format_option
 @_handle_target_errors
 def plan(
     paths: tuple[Path, ...],
-    target_name: str | None,
-    kibana_url: str | None,
-    opensearch_url: str | None,
-    space: str | None,
-    api_key_file: Path | None,
-    ca_cert: Path | None,
-    insecure: bool | None,
-    timeout: float | None,
-    config_path: Path | None,
-    verbose: bool,
     prune: bool,
     adopt: bool,
     fmt: str,
+    **conn: Any,
 ) -> None:
     """Show what `dac deploy` would change in the target (exit 0 none, 3 pending, 1 error)."""
-    _setup_logging(verbose)
-    cfg = _resolve(
-        target_name, kibana_url, opensearch_url, space, api_key_file, ca_cert, insecure, timeout, config_path
-    )
-    rules, findings = _load_rules(
-        _rule_paths(paths, cfg.root), cfg, full_validation=False, config_path=config_path
-    )
+    cfg, rules, findings = _prepare(paths, conn, full_validation=False)
     _report_findings(findings)
     if _errors(findings):
-        _fail("rule files have errors; fix them before planning", EXIT_FAIL)
+        fail("rule files have errors; fix them before planning", EXIT_FAIL)
     target = make_target(cfg)
     try:
         the_plan, refused = _compute_plan(target, rules, prune=prune, adopt=adopt)
@@ -353,35 +329,20 @@ def plan(
 @click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
 @_target_options
 @click.option("--prune", is_flag=True, help="Delete owned rules that are no longer in the repository.")
-@click.option("--adopt", is_flag=True, help="Take over rules with the same rule_id that dac does not own.")
+@_adopt_option
 @click.option("--dry-run", is_flag=True, help="Validate and plan, write nothing.")
 @_format_option
 @_handle_target_errors
 def deploy(
     paths: tuple[Path, ...],
-    target_name: str | None,
-    kibana_url: str | None,
-    opensearch_url: str | None,
-    space: str | None,
-    api_key_file: Path | None,
-    ca_cert: Path | None,
-    insecure: bool | None,
-    timeout: float | None,
-    config_path: Path | None,
-    verbose: bool,
     prune: bool,
     adopt: bool,
     dry_run: bool,
     fmt: str,
+    **conn: Any,
 ) -> None:
     """Validate every rule, then write only what changed to the target (exit 1 if any rule failed or was refused)."""
-    _setup_logging(verbose)
-    cfg = _resolve(
-        target_name, kibana_url, opensearch_url, space, api_key_file, ca_cert, insecure, timeout, config_path
-    )
-    rules, findings = _load_rules(
-        _rule_paths(paths, cfg.root), cfg, full_validation=True, config_path=config_path
-    )
+    cfg, rules, findings = _prepare(paths, conn, full_validation=True)
     errors = _errors(findings)
     if errors:
         if fmt == "json":
@@ -394,7 +355,7 @@ def deploy(
                 )
             )
         _report_findings(findings)
-        _fail(f"{len(errors)} error(s) in the rule files; nothing was deployed", EXIT_FAIL)
+        fail(f"{len(errors)} error(s) in the rule files; nothing was deployed", EXIT_FAIL)
     _report_findings(findings)  # warnings only
     target = make_target(cfg)
     try:
@@ -410,7 +371,7 @@ def deploy(
                         indent=2,
                     )
                 )
-            _fail(
+            fail(
                 f"{len(the_plan.conflicts)} rule(s) exist in the target but are not managed by dac; nothing was deployed",
                 EXIT_FAIL,
                 "pass --adopt to take them over, or change their rule_id in the repository",
@@ -480,28 +441,17 @@ def deploy(
 )
 @_handle_target_errors
 def export(
-    target_name: str | None,
-    kibana_url: str | None,
-    opensearch_url: str | None,
-    space: str | None,
-    api_key_file: Path | None,
-    ca_cert: Path | None,
-    insecure: bool | None,
-    timeout: float | None,
-    config_path: Path | None,
-    verbose: bool,
     owned_only: bool,
     out_dir: Path | None,
+    **conn: Any,
 ) -> None:
     """Export rules from a Kibana space as rule files."""
     from deployer.targets.kibana import client_from_config, export_documents
 
-    _setup_logging(verbose)
-    if opensearch_url:
+    _setup_logging(conn["verbose"])
+    if conn["opensearch_url"]:
         raise click.UsageError("export reads Kibana rules; pass --kibana-url or a kibana --target")
-    cfg = _resolve(
-        target_name, kibana_url, None, space, api_key_file, ca_cert, insecure, timeout, config_path
-    )
+    cfg = _resolve(conn)
     if cfg.kind != "kibana":
         raise click.UsageError(f"target {cfg.name} is {cfg.kind}; export reads Kibana rules")
     client = client_from_config(cfg)
@@ -528,11 +478,11 @@ def import_(file: Path, out_dir: Path | None) -> None:
     try:
         rules = parse_ndjson(file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as e:
-        _fail(f"cannot read {file}: {e}", EXIT_ENV)
+        fail(f"cannot read {file}: {e}", EXIT_ENV)
     except ValueError as e:
-        _fail(f"{file}: {e}", EXIT_FAIL)
+        fail(f"{file}: {e}", EXIT_FAIL)
     if not rules:
-        _fail(f"{file}: no rules found (expected a Kibana rules export in ndjson)", EXIT_FAIL)
+        fail(f"{file}: no rules found (expected a Kibana rules export in ndjson)", EXIT_FAIL)
     try:
         _, _, root = load_targets(None)
     except Exception:  # a broken dac.yaml must not stop an offline conversion

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from deployer.config import ConfigError, load_config
+from deployer.cli.common import format_option, load_repo_config, repo_config_option
 from deployer.rules.findings import format_findings
 from deployer.rules.loader import RuleFile, load_rule_files
 
@@ -28,21 +28,11 @@ def _row(rule: RuleFile) -> dict[str, object]:
 
 @click.command("list")
 @click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path),
-    envvar="DAC_CONFIG",
-    help="Repository configuration file (default: the nearest dac.yaml).",
-)
+@format_option()
+@repo_config_option()
 def list_rules(paths: tuple[Path, ...], fmt: str, config_path: Path | None) -> None:
     """List rules (default: detections/): rule_id, name, type, implements, tags, path."""
-    try:
-        config = load_config(config_path)
-    except ConfigError as exc:
-        raise click.UsageError(str(exc)) from exc
-    targets = list(paths) or [config.root / "detections" if config.path else Path("detections")]
+    _config, targets = load_repo_config(config_path, paths)
     try:
         result = load_rule_files(targets)
     except FileNotFoundError as exc:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from deployer.cli.common import format_option
 from deployer.cluster.errors import ClusterError
 from deployer.cluster.templates import (
     CREATE,
@@ -106,7 +107,7 @@ def _flavour(http: ClusterHttp, engine: str) -> str:
 )
 @click.option("--plan", "plan_only", is_flag=True, help="Show what would change; write nothing.")
 @click.option("--insecure", is_flag=True, help="Skip TLS verification (only for --*-url).")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@format_option()
 def deploy(
     target: str | None,
     opensearch_url: str | None,

@@ -18,15 +18,15 @@ from typing import Any
 
 import click
 
-EXIT_OK, EXIT_FAIL, EXIT_ENV = 0, 1, 2
-DEFAULT_RULES_DIR = Path("detections")
-
-
-def _fail(message: str, code: int = EXIT_ENV, hint: str | None = None) -> None:
-    click.echo(f"error: {message}", err=True)
-    if hint:
-        click.echo(f"hint: {hint}", err=True)
-    sys.exit(code)
+from deployer.cli.common import (
+    DEFAULT_RULES_DIR,
+    EXIT_ENV,
+    EXIT_FAIL,
+    EXIT_OK,
+    fail,
+    format_option,
+    progress_bar,
+)
 
 
 def _repo_root() -> Path:
@@ -52,7 +52,7 @@ def _load(paths: tuple[Path, ...], root: Path) -> list[Any]:
     if errors:
         for finding in errors:
             click.echo(format_finding(finding), err=True)
-        _fail(f"{len(errors)} error(s) in the rule files; nothing was deployed", EXIT_FAIL)
+        fail(f"{len(errors)} error(s) in the rule files; nothing was deployed", EXIT_FAIL)
     return [r for r in loaded.rules if r.rule_id]
 
 
@@ -72,17 +72,7 @@ def _status(enabled: bool, total: int, label: str) -> Iterator[Callable[[str], N
     if not enabled:
         yield lambda _text: None
         return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    ) as bar:
+    with progress_bar("{task.description}") as bar:
         task = bar.add_task(label, total=total or None)
         yield lambda text: bar.update(task, advance=1, description=f"{label}: {text}")
 
@@ -156,14 +146,7 @@ def print_report(report: Any) -> None:
     help="For clusters without the Alerting plugin: run each monitor's search and trigger condition "
     "on the cluster instead of deploying and executing monitors (no alert is stored).",
 )
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="Human table, or one JSON document for machines (no progress output).",
-)
+@format_option("Human table, or one JSON document for machines (no progress output).")
 def verify(
     paths: tuple[Path, ...],
     opensearch_url: str,
@@ -204,7 +187,7 @@ def verify(
         hint = exc.hint
         if "Alerting plugin" in exc.message:
             hint = "install the Alerting plugin, or pass --search-only to check the compiled monitor searches"
-        _fail(exc.message, EXIT_ENV, hint)
+        fail(exc.message, EXIT_ENV, hint)
     if fmt == "json":
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:
@@ -251,7 +234,7 @@ def _start_cluster(echo: Callable[[str], None]) -> str:
     try:
         instance = manager.start("opensearch", progress=echo)
     except ClusterError as exc:
-        _fail(exc.message, EXIT_ENV, exc.hint)
+        fail(exc.message, EXIT_ENV, exc.hint)
         raise  # unreachable: _fail exits
     return str(instance.url)
 
@@ -309,7 +292,7 @@ def demo(opensearch_url: str | None, rule_path: Path | None) -> None:
                 say(f"not deployed: {refusal}")
             picked = _pick_demo_rule(rules, target.compiled)
             if picked is None:
-                _fail("no compiled AN1314 rule with a positive fixture to replay", EXIT_FAIL)
+                fail("no compiled AN1314 rule with a positive fixture to replay", EXIT_FAIL)
                 return
             rule, test = picked
             events = [dict(e) for e in read_events(Path(rule.path).parent / str(test["events"]))]
@@ -355,7 +338,7 @@ def demo(opensearch_url: str | None, rule_path: Path | None) -> None:
         finally:
             client.close()
     except TargetError as exc:
-        _fail(exc.message, EXIT_ENV, exc.hint)
+        fail(exc.message, EXIT_ENV, exc.hint)
         return
     click.echo("")
     if not opensearch_url:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from deployer.config import ConfigError, load_config
+from deployer.cli.common import format_option, load_repo_config, repo_config_option
 from deployer.ecs.registry import ExtraFieldsError
 from deployer.rules.findings import ERROR, FORMATS, format_findings, has_errors
 from deployer.rules.validate import validate as validate_rules
@@ -15,21 +15,8 @@ from deployer.rules.validate import validate as validate_rules
 
 @click.command("validate")
 @click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(FORMATS),
-    default="text",
-    show_default=True,
-    help="text for people, json for machines, github for pull-request annotations.",
-)
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path),
-    envvar="DAC_CONFIG",
-    help="Repository configuration file (default: the nearest dac.yaml).",
-)
+@format_option("text for people, json for machines, github for pull-request annotations.", FORMATS)
+@repo_config_option()
 @click.option("--strict", is_flag=True, help="Fail on warnings too.")
 @click.option(
     "--jobs",
@@ -41,11 +28,7 @@ from deployer.rules.validate import validate as validate_rules
 )
 def validate(paths: tuple[Path, ...], fmt: str, config_path: Path | None, strict: bool, jobs: int) -> None:
     """Validate rule files (default: detections/). Exit 0 clean, 1 findings, 2 usage error."""
-    try:
-        config = load_config(config_path)
-    except ConfigError as exc:
-        raise click.UsageError(str(exc)) from exc
-    targets = list(paths) or [config.root / "detections" if config.path else Path("detections")]
+    config, targets = load_repo_config(config_path, paths)
     try:
         findings = validate_rules(targets, config, jobs=jobs)
     except FileNotFoundError as exc:
