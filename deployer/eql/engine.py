@@ -245,7 +245,9 @@ class _Compiler:
                 return exact(v if v.__class__ is str else es_string(v))
 
         if (ft.coercer() is None or plain_keyword) and ft.null_value is None:
-            # Untyped field: read the document directly (the hot path of most rules).
+            # Untyped field: read the document directly (the hot path of most rules). The three
+            # predicates below repeat their list walk on purpose: a shared helper would add a
+            # call per event on the evaluator's hottest path.
             get = make_getter(ft.name)
             if equal_to is not None:
                 lit = equal_to
