@@ -393,13 +393,31 @@ def field_refs(node: Node) -> Iterator[Field]:
 
 # ---------------------------------------------------------------- formatting
 
-_KEYWORDS = frozenset({
-    "and", "any", "by", "false", "in", "join", "like", "maxspan", "not", "null", "of", "or",
-    "regex", "sample", "sequence", "true", "until", "where", "with",
-})
+_KEYWORDS = frozenset(
+    {
+        "and",
+        "any",
+        "by",
+        "false",
+        "in",
+        "join",
+        "like",
+        "maxspan",
+        "not",
+        "null",
+        "of",
+        "or",
+        "regex",
+        "sample",
+        "sequence",
+        "true",
+        "until",
+        "where",
+        "with",
+    }
+)
 _PLAIN_NAME = re.compile(r"[A-Za-z_@][A-Za-z0-9_]*\Z")
-_STRING_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b",
-                   "\f": "\\f"}
+_STRING_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b", "\f": "\\f"}
 
 # Binding strength of each expression kind when printed (higher binds tighter).
 _OR, _AND, _NOT, _CMP, _ADD, _MUL, _UNARY, _PRIMARY = range(1, 9)
@@ -537,8 +555,17 @@ def _check_children_declared() -> None:
                 annotation = str(f.type)
                 holds_node = any(
                     name in annotation
-                    for name in ("Expr", "Field", "Step", "EventQuery", "MaxSpan", "Pipe", "Literal",
-                                 "Sequence", "Sample")
+                    for name in (
+                        "Expr",
+                        "Field",
+                        "Step",
+                        "EventQuery",
+                        "MaxSpan",
+                        "Pipe",
+                        "Literal",
+                        "Sequence",
+                        "Sample",
+                    )
                 )
                 if holds_node and f.name not in cls._children:
                     raise AssertionError(f"{cls.__name__}.{f.name} missing from _children")

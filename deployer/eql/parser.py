@@ -30,10 +30,27 @@ from .errors import EqlSyntaxError
 __all__ = ["parse", "FUNCTIONS", "KEYWORDS"]
 
 KEYWORDS: dict[str, str] = {
-    "and": "AND", "any": "ANY", "by": "BY", "false": "FALSE", "in": "IN", "in~": "IN_INSENSITIVE",
-    "join": "JOIN", "like": "LIKE", "like~": "LIKE_INSENSITIVE", "maxspan": "MAXSPAN", "not": "NOT",
-    "null": "NULL", "of": "OF", "or": "OR", "regex": "REGEX", "regex~": "REGEX_INSENSITIVE",
-    "sample": "SAMPLE", "sequence": "SEQUENCE", "true": "TRUE", "until": "UNTIL", "where": "WHERE",
+    "and": "AND",
+    "any": "ANY",
+    "by": "BY",
+    "false": "FALSE",
+    "in": "IN",
+    "in~": "IN_INSENSITIVE",
+    "join": "JOIN",
+    "like": "LIKE",
+    "like~": "LIKE_INSENSITIVE",
+    "maxspan": "MAXSPAN",
+    "not": "NOT",
+    "null": "NULL",
+    "of": "OF",
+    "or": "OR",
+    "regex": "REGEX",
+    "regex~": "REGEX_INSENSITIVE",
+    "sample": "SAMPLE",
+    "sequence": "SEQUENCE",
+    "true": "TRUE",
+    "until": "UNTIL",
+    "where": "WHERE",
     "with": "WITH",
 }
 
@@ -107,7 +124,9 @@ _LIST_RE = re.compile(
     rf"[ \t\r\n]*\((?:[ \t\r\n]*{_LIST_ITEM}[ \t\r\n]*,)*[ \t\r\n]*{_LIST_ITEM}[ \t\r\n]*\)"
 )
 _LIST_ITEM_RE = re.compile(_LIST_ITEM)
-_LIST_OPERATORS = frozenset({"IN", "IN_INSENSITIVE", "SEQ", "LIKE", "LIKE_INSENSITIVE", "REGEX", "REGEX_INSENSITIVE"})
+_LIST_OPERATORS = frozenset(
+    {"IN", "IN_INSENSITIVE", "SEQ", "LIKE", "LIKE_INSENSITIVE", "REGEX", "REGEX_INSENSITIVE"}
+)
 
 _PATH_PART_RE = re.compile(r"[A-Za-z_@][A-Za-z0-9_]*|`(?:[^`]|``)*`")
 
@@ -115,10 +134,28 @@ _PATH_PART_RE = re.compile(r"[A-Za-z_@][A-Za-z0-9_]*|`(?:[^`]|``)*`")
 _INDEX_RE = re.compile(r"[ \t\r\n]*\d")
 
 _OPS = {
-    "==": "EQ", "!=": "NEQ", "![": "MISSING_OPEN", "<=": "LTE", ">=": "GTE", "<": "LT", ">": "GT",
-    "=": "ASGN", ":": "SEQ", "+": "PLUS", "-": "MINUS", "*": "ASTERISK", "/": "SLASH",
-    "%": "PERCENT", ".": "DOT", ",": "COMMA", "[": "LB", "]": "RB", "(": "LP", ")": "RP",
-    "|": "PIPE", "?": "QUESTION",
+    "==": "EQ",
+    "!=": "NEQ",
+    "![": "MISSING_OPEN",
+    "<=": "LTE",
+    ">=": "GTE",
+    "<": "LT",
+    ">": "GT",
+    "=": "ASGN",
+    ":": "SEQ",
+    "+": "PLUS",
+    "-": "MINUS",
+    "*": "ASTERISK",
+    "/": "SLASH",
+    "%": "PERCENT",
+    ".": "DOT",
+    ",": "COMMA",
+    "[": "LB",
+    "]": "RB",
+    "(": "LP",
+    ")": "RP",
+    "|": "PIPE",
+    "?": "QUESTION",
 }
 
 _CHAR_HINTS = {
@@ -225,12 +262,16 @@ def _tokens(text: str) -> Iterator[Token]:
         elif kind == "LEGACY_STRING":
             if value.startswith("?"):
                 _error(
-                    f"Use triple double quotes [\"\"\"] to define unescaped string literals, not [?{value[1]}]",
-                    line, column, hint=f'write """{value[2:-1]}"""',
+                    f'Use triple double quotes ["""] to define unescaped string literals, not [?{value[1]}]',
+                    line,
+                    column,
+                    hint=f'write """{value[2:-1]}"""',
                 )
             _error(
                 "Use double quotes [\"] to define string literals, not single quotes [']",
-                line, column, hint=f'write "{value[1:-1]}"',
+                line,
+                column,
+                hint=f'write "{value[1:-1]}"',
             )
         if "\n" in value:  # only back-quoted names span lines
             token_line = line
@@ -257,30 +298,43 @@ def _tokens(text: str) -> Iterator[Token]:
                 yield token
 
 
-def _check_neighbours(text: str, token: Token, prev: Token | None, first: bool, pos: int,
-                      where: _Positions) -> None:
+def _check_neighbours(
+    text: str, token: Token, prev: Token | None, first: bool, pos: int, where: _Positions
+) -> None:
     """Rejections Elasticsearch makes as soon as it sees these tokens."""
     kind = token.type
     if kind == "JOIN" and first:
-        _error("join is not supported by Elasticsearch EQL", token.line, token.column,  # type: ignore[arg-type]
-               hint="use `sequence` (ordered) or `sample` (unordered) instead")
+        _error(
+            "join is not supported by Elasticsearch EQL",
+            token.line,
+            token.column,  # type: ignore[arg-type]
+            hint="use `sequence` (ordered) or `sample` (unordered) instead",
+        )
     if prev is None:
         return
     if kind == "OF" and prev.type == "IDENTIFIER":
         _error(
             "Process relationships are not supported",
-            prev.line, prev.column,  # type: ignore[arg-type]
+            prev.line,
+            prev.column,  # type: ignore[arg-type]
             hint=f"`{prev.value} of [...]` (lineage) is Endgame EQL; join on process.entity_id "
             "/ process.parent.entity_id with a `sequence by` instead",
         )
     if kind == "LB" and prev.type in ("IDENTIFIER", "QUOTED_IDENTIFIER", "FIELD_PATH"):
         index = _INDEX_RE.match(text, pos)
         if index is not None:
-            _error("Array indexes are not supported", *where.at(index.end() - 1),
-                   hint="array fields match when any element matches; compare the field directly")
+            _error(
+                "Array indexes are not supported",
+                *where.at(index.end() - 1),
+                hint="array fields match when any element matches; compare the field directly",
+            )
     if kind == "PIPE" and text.startswith("|", pos):
-        _error("unexpected `||`", token.line, token.column,  # type: ignore[arg-type]
-               hint="use `or` to combine conditions")
+        _error(
+            "unexpected `||`",
+            token.line,
+            token.column,  # type: ignore[arg-type]
+            hint="use `or` to combine conditions",
+        )
     if kind == "IDENTIFIER" and prev.type == "PIPE":
         _check_pipe_name(token)
 
@@ -312,15 +366,30 @@ def _constant_list(text: str, listed: re.Match[str], where: _Positions) -> Token
             literals.append(_decode(value, line, column, end_column))
         else:
             number = int(value)
-            literals.append(ast.NumberLiteral(number if number <= _LONG_MAX else float(number), line=line,
-                                              column=column, end_line=line, end_column=end_column))
+            literals.append(
+                ast.NumberLiteral(
+                    number if number <= _LONG_MAX else float(number),
+                    line=line,
+                    column=column,
+                    end_line=line,
+                    end_column=end_column,
+                )
+            )
     closing = listed.end() - 1
     line += text.count("\n", previous_end, closing)
     if "\n" in text[previous_end:closing]:
         line_start = text.rindex("\n", previous_end, closing) + 1
     opening_line, opening_column = where.at(opening)
-    token = _ConstantList("CONSTANT_LIST", text[opening:listed.end()], opening, opening_line, opening_column,
-                          line, closing - line_start + 2, listed.end())
+    token = _ConstantList(
+        "CONSTANT_LIST",
+        text[opening : listed.end()],
+        opening,
+        opening_line,
+        opening_column,
+        line,
+        closing - line_start + 2,
+        listed.end(),
+    )
     token.literals = tuple(literals)
     return token
 
@@ -330,8 +399,12 @@ def _check_pipe_name(token: Token) -> None:
     if name in _SUPPORTED_PIPES:
         return
     if name in _KNOWN_PIPES:
-        _error(f"Pipe [{name}] is not supported", token.line, token.column,
-               hint="Elasticsearch EQL runs only `| head N` and `| tail N`")
+        _error(
+            f"Pipe [{name}] is not supported",
+            token.line,
+            token.column,
+            hint="Elasticsearch EQL runs only `| head N` and `| tail N`",
+        )
     similar = difflib.get_close_matches(name, _KNOWN_PIPES, n=3, cutoff=0.6)
     message = f"Unrecognized pipe [{name}]"
     if similar:
@@ -356,8 +429,12 @@ def _span(children: list[Any]) -> dict[str, int]:
     """Source span of a rule: from its first child's start to its last child's end."""
     first = children[0]
     last = children[-1]
-    return {"line": first.line, "column": first.column, "end_line": last.end_line,
-            "end_column": last.end_column}
+    return {
+        "line": first.line,
+        "column": first.column,
+        "end_line": last.end_line,
+        "end_column": last.end_column,
+    }
 
 
 def _start(children: list[Any]) -> tuple[int, int]:
@@ -365,8 +442,12 @@ def _start(children: list[Any]) -> tuple[int, int]:
 
 
 def _tspan(token: Token) -> dict[str, int]:
-    return {"line": token.line, "column": token.column, "end_line": token.end_line,
-            "end_column": token.end_column}
+    return {
+        "line": token.line,
+        "column": token.column,
+        "end_line": token.end_line,
+        "end_column": token.end_column,
+    }
 
 
 _ESCAPES = {"t": "\t", "b": "\b", "f": "\f", "n": "\n", "r": "\r", '"': '"', "'": "'", "\\": "\\"}
@@ -406,8 +487,11 @@ def _decode(value: str, line: int, column: int, end_column: int) -> ast.StringLi
                 _error("invalid unicode escape", line, where, hint="write \\u{XXXX} with 2 to 8 hex digits")
             digits = m.group(1)
             if not 2 <= len(digits) <= 8:
-                _error(f"Unicode sequence should use [2-8] hex digits, [\\u{{{digits}}}] has [{len(digits)}]",
-                       line, where)
+                _error(
+                    f"Unicode sequence should use [2-8] hex digits, [\\u{{{digits}}}] has [{len(digits)}]",
+                    line,
+                    where,
+                )
             code = int(digits, 16)
             if 0xD800 <= code <= 0xDFFF:
                 _error(f"Invalid unicode character code, [{digits}] is a surrogate code", line, where)
@@ -418,8 +502,9 @@ def _decode(value: str, line: int, column: int, end_column: int) -> ast.StringLi
             continue
         _error(
             f"invalid escape sequence [\\{nxt}] in string",
-            line, where,
-            hint='escapes are \\n \\r \\t \\b \\f \\" \\\' \\\\ and \\u{XXXX}; write \\\\ for a backslash '
+            line,
+            where,
+            hint="escapes are \\n \\r \\t \\b \\f \\\" \\' \\\\ and \\u{XXXX}; write \\\\ for a backslash "
             'or use a raw string """..."""',
         )
     return ast.StringLiteral("".join(out), **span)
@@ -531,12 +616,16 @@ class _Builder(Transformer):
         name = name_token.value
         args = [c for c in children[2:] if not isinstance(c, Token)]
         if len(args) != 1:
-            _error(f"Pipe [{name}] expects exactly one argument but found [{len(args)}]",
-                   *_start(children), hint=f"write `| {name} 10`")
+            _error(
+                f"Pipe [{name}] expects exactly one argument but found [{len(args)}]",
+                *_start(children),
+                hint=f"write `| {name} 10`",
+            )
         arg = args[0]
         if not (isinstance(arg, ast.NumberLiteral) and isinstance(arg.value, int) and arg.value >= 0):
-            _error(f"Pipe [{name}] expects a positive integer", arg.line, arg.column,
-                   hint=f"write `| {name} 10`")
+            _error(
+                f"Pipe [{name}] expects a positive integer", arg.line, arg.column, hint=f"write `| {name} 10`"
+            )
         return ast.Pipe(name, arg.value, **_span(children))  # type: ignore[arg-type]
 
     # ---- queries
@@ -562,23 +651,37 @@ class _Builder(Transformer):
             if isinstance(child, Token):
                 continue
             if not isinstance(child, ast.Field):
-                _error("Unsupported join key", child.line, child.column,
-                       hint="join keys must be field names (no functions or arithmetic)")
+                _error(
+                    "Unsupported join key",
+                    child.line,
+                    child.column,
+                    hint="join keys must be field names (no functions or arithmetic)",
+                )
             keys.append(child)
         return _Keys(tuple(keys), children)
 
     def term_params(self, children: list[Any]) -> Token:
         _with, name, _asgn, number = children
         if name.value != "runs":
-            _error(f"Unrecognized sequence term parameter [{name.value}]", name.line, name.column,
-                   hint="the only parameter of a sequence step is `with runs=N`")
+            _error(
+                f"Unrecognized sequence term parameter [{name.value}]",
+                name.line,
+                name.column,
+                hint="the only parameter of a sequence step is `with runs=N`",
+            )
         if number.type != "INTEGER_VALUE":
-            _error(f"Decimal runs value [{number.value}] not supported; use a positive integer",
-                   number.line, number.column)
+            _error(
+                f"Decimal runs value [{number.value}] not supported; use a positive integer",
+                number.line,
+                number.column,
+            )
         runs = int(number.value)
         if not 1 <= runs <= _MAX_RUNS:
-            _error(f"A runs value between 1 and {_MAX_RUNS} is required; found [{runs}]",
-                   number.line, number.column)
+            _error(
+                f"A runs value between 1 and {_MAX_RUNS} is required; found [{runs}]",
+                number.line,
+                number.column,
+            )
         return Token.new_borrow_pos("RUNS", str(runs), number)
 
     def sequence_term(self, children: list[Any]) -> _Term:
@@ -605,22 +708,33 @@ class _Builder(Transformer):
         number = children[0]
         unit = children[1] if len(children) > 1 else None
         if number.type != "INTEGER_VALUE":
-            _error(f"Decimal time interval [{number.value}] not supported; please use an positive integer",
-                   number.line, number.column, hint="e.g. `maxspan=1500ms` instead of `maxspan=1.5s`")
+            _error(
+                f"Decimal time interval [{number.value}] not supported; please use an positive integer",
+                number.line,
+                number.column,
+                hint="e.g. `maxspan=1500ms` instead of `maxspan=1.5s`",
+            )
         amount = int(number.value)
         if amount <= 0:
             _error(f"A positive maxspan value is required; found [{amount}]", number.line, number.column)
         if unit is None:
-            _error(f"No time unit specified, did you mean [s] as in [{amount}s]?", number.line, number.column,
-                   hint="units are ms, s, m, h, d")
+            _error(
+                f"No time unit specified, did you mean [s] as in [{amount}s]?",
+                number.line,
+                number.column,
+                hint="units are ms, s, m, h, d",
+            )
         if unit.value not in ast.TIME_UNITS_MS:
             _error(
                 f"Unrecognized time unit [{unit.value}] in [{amount}{unit.value}], "
                 "please specify one of [ms, s, m, h, d]",
-                unit.line, unit.column,
+                unit.line,
+                unit.column,
             )
         text = f"{number.value}{unit.value}"
-        return ast.MaxSpan(text, amount, unit.value, amount * ast.TIME_UNITS_MS[unit.value], **_span(children))
+        return ast.MaxSpan(
+            text, amount, unit.value, amount * ast.TIME_UNITS_MS[unit.value], **_span(children)
+        )
 
     def sequence(self, children: list[Any]) -> ast.Sequence:
         keys: _Keys | None = None
@@ -640,29 +754,42 @@ class _Builder(Transformer):
         _check_key_counts(by, steps + ([until.term.step] if until else []))
         expanded = sum(step.runs for step in steps)
         if expanded < 2:
-            _error(f"A sequence requires a minimum of 2 queries, found [{expanded}]", *_start(children),
-                   hint="add a second `[...]` step, or use an event query")
+            _error(
+                f"A sequence requires a minimum of 2 queries, found [{expanded}]",
+                *_start(children),
+                hint="add a second `[...]` step, or use an event query",
+            )
         missing = [step for step in steps if step.missing]
         if missing:
             if maxspan is None:
                 first = missing[0]
-                _error("Missing events (![...]) require `with maxspan`", first.line, first.column,
-                       hint="write `sequence with maxspan=1m` (by keys go before `with`)")
+                _error(
+                    "Missing events (![...]) require `with maxspan`",
+                    first.line,
+                    first.column,
+                    hint="write `sequence with maxspan=1m` (by keys go before `with`)",
+                )
             if len(missing) == len(steps):
                 _error("A sequence requires at least one positive (non-missing) step", *_start(children))
         until_step = None
         if until is not None:
             until_step = until.term.step
             if until_step.missing:
-                _error("`until` cannot be a missing event", until.term.opening.line, until.term.opening.column)
+                _error(
+                    "`until` cannot be a missing event", until.term.opening.line, until.term.opening.column
+                )
             if until.term.runs_given:
                 _error("`until` does not take `with runs`", until_step.line, until_step.column)
         return ast.Sequence(by, maxspan, tuple(steps), until_step, **_span(children))
 
     def sequence_by_after_with(self, children: list[Any]) -> NoReturn:
         keys = next(c for c in children if isinstance(c, _Keys))
-        _error("Please specify sequence [by] before [with] not after", keys.line, keys.column,
-               hint="write `sequence by <keys> with maxspan=...`")
+        _error(
+            "Please specify sequence [by] before [with] not after",
+            keys.line,
+            keys.column,
+            hint="write `sequence by <keys> with maxspan=...`",
+        )
 
     def sample(self, children: list[Any]) -> ast.Sample:
         keys: _Keys | None = None
@@ -672,8 +799,11 @@ class _Builder(Transformer):
                 keys = child
             elif isinstance(child, _Term):
                 if child.step.missing:
-                    _error("Missing events (![...]) are not allowed in a sample", child.opening.line,
-                           child.opening.column)
+                    _error(
+                        "Missing events (![...]) are not allowed in a sample",
+                        child.opening.line,
+                        child.opening.column,
+                    )
                 if child.runs_given:
                     _error("`with runs` is not allowed in a sample", child.step.line, child.step.column)
                 steps.append(child.step)
@@ -729,8 +859,12 @@ class _Builder(Transformer):
 
     def predicated(self, children: list[Any]) -> ast.Expr:
         expr, pred = children
-        span = {"line": expr.line, "column": expr.column, "end_line": pred.end_line,
-                "end_column": pred.end_column}
+        span = {
+            "line": expr.line,
+            "column": expr.column,
+            "end_line": pred.end_line,
+            "end_column": pred.end_column,
+        }
         if pred.op in ast.IN_OPS:
             return ast.InList(pred.op, expr, pred.values, **span)
         return ast.PatternMatch(pred.op, expr, pred.values, pred.is_list, **span)  # type: ignore[arg-type]
@@ -804,8 +938,12 @@ def _arrange(items: list[Any]) -> ast.Expr:
             if level < minimum:
                 break
             if level == 1 and compared:
-                _error(f"unexpected `{op.value}`", op.line, op.column,
-                       hint="comparisons do not chain; combine them with `and`")
+                _error(
+                    f"unexpected `{op.value}`",
+                    op.line,
+                    op.column,
+                    hint="comparisons do not chain; combine them with `and`",
+                )
             position += 1
             right = climb(level + 1)
             span = _span([left, right])
@@ -842,7 +980,8 @@ def _check_key_counts(by: tuple[ast.Field, ...], steps: list[ast.Step]) -> None:
         elif len(step.by) != expected:
             _error(
                 f"Inconsistent number of join keys specified; expected [{expected}] but found [{len(step.by)}]",
-                step.line, step.column,
+                step.line,
+                step.column,
                 hint="every step (and `until`) needs the same number of `by` keys",
             )
 
@@ -888,13 +1027,20 @@ def _verify_function(call: ast.FunctionCall) -> None:
         similar = difflib.get_close_matches(call.name.lower(), list(FUNCTIONS), n=1, cutoff=0.6)
         hint = _ENDGAME_FUNCTIONS.get(call.name.lower())
         if hint is None:
-            hint = f"did you mean {FUNCTIONS[similar[0]][0]}?" if similar else \
-                "see the Elasticsearch EQL function reference"
+            hint = (
+                f"did you mean {FUNCTIONS[similar[0]][0]}?"
+                if similar
+                else "see the Elasticsearch EQL function reference"
+            )
         _error(f"Unknown function [{written}]", call.line, call.column, hint=hint)
     canonical, least, most, case_aware = entry
     if call.case_insensitive and not case_aware:
-        _error(f"Function [{canonical}] has no case-insensitive [~] variant", call.line, call.column,
-               hint="only between~, endsWith~, indexOf~, startsWith~ and stringContains~ exist")
+        _error(
+            f"Function [{canonical}] has no case-insensitive [~] variant",
+            call.line,
+            call.column,
+            hint="only between~, endsWith~, indexOf~, startsWith~ and stringContains~ exist",
+        )
     count = len(call.args)
     if count < least or (most is not None and count > most):
         if least == most:
@@ -903,13 +1049,16 @@ def _verify_function(call: ast.FunctionCall) -> None:
             expected = f"{least} or more"
         else:
             expected = f"{least} to {most}"
-        _error(f"Function [{canonical}] expects {expected} arguments, found [{count}]", call.line, call.column)
+        _error(
+            f"Function [{canonical}] expects {expected} arguments, found [{count}]", call.line, call.column
+        )
 
 
 def _field_comparison_error(offender: ast.Field, op: str) -> NoReturn:
     _error(
         f"Comparisons against fields are not supported; offender [{offender.name}] in [{op}]",
-        offender.line, offender.column,
+        offender.line,
+        offender.column,
         hint="Elasticsearch EQL compares a field only with constants",
     )
 
@@ -997,12 +1146,44 @@ def _end_position(text: str) -> tuple[int, int]:
 
 # Groups of terminals summarised as one phrase in "expected ..." messages.
 _EXPECTED_GROUPS: tuple[tuple[str, frozenset[str]], ...] = (
-    ("a field, value or function call", frozenset({
-        "IDENTIFIER", "QUOTED_IDENTIFIER", "FIELD_PATH", "TILDE_IDENTIFIER", "QUESTION", "STRING",
-        "INTEGER_VALUE", "DECIMAL_VALUE", "TRUE", "FALSE", "NULL"})),
-    ("a comparison (==, !=, <, <=, >, >=, :, like, regex, in, ...)", frozenset({
-        "EQ", "NEQ", "LT", "LTE", "GT", "GTE", "SEQ", "LIKE", "LIKE_INSENSITIVE", "REGEX",
-        "REGEX_INSENSITIVE", "IN", "IN_INSENSITIVE"})),
+    (
+        "a field, value or function call",
+        frozenset(
+            {
+                "IDENTIFIER",
+                "QUOTED_IDENTIFIER",
+                "FIELD_PATH",
+                "TILDE_IDENTIFIER",
+                "QUESTION",
+                "STRING",
+                "INTEGER_VALUE",
+                "DECIMAL_VALUE",
+                "TRUE",
+                "FALSE",
+                "NULL",
+            }
+        ),
+    ),
+    (
+        "a comparison (==, !=, <, <=, >, >=, :, like, regex, in, ...)",
+        frozenset(
+            {
+                "EQ",
+                "NEQ",
+                "LT",
+                "LTE",
+                "GT",
+                "GTE",
+                "SEQ",
+                "LIKE",
+                "LIKE_INSENSITIVE",
+                "REGEX",
+                "REGEX_INSENSITIVE",
+                "IN",
+                "IN_INSENSITIVE",
+            }
+        ),
+    ),
     ("an arithmetic operator", frozenset({"PLUS", "MINUS", "ASTERISK", "SLASH", "PERCENT"})),
     ("`and`, `or`", frozenset({"AND", "OR"})),
 )
@@ -1053,7 +1234,9 @@ def _unexpected_token(text: str, exc: UnexpectedToken) -> EqlSyntaxError:
     message = f"unexpected {_describe(token)}"
     phrases = _summarize(expected)
     if phrases:
-        message += "; expected " + (phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " or " + phrases[-1])
+        message += "; expected " + (
+            phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " or " + phrases[-1]
+        )
     return EqlSyntaxError(message, line, column, _hint(text, token, expected))
 
 

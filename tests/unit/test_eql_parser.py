@@ -82,7 +82,12 @@ def test_sequence_keys_maxspan_runs_until_missing() -> None:
     assert isinstance(seq, Sequence)
     assert seq.by == (f("host", "id"),)
     assert seq.maxspan is not None
-    assert (seq.maxspan.text, seq.maxspan.amount, seq.maxspan.unit, seq.maxspan.millis) == ("30s", 30, "s", 30_000)
+    assert (seq.maxspan.text, seq.maxspan.amount, seq.maxspan.unit, seq.maxspan.millis) == (
+        "30s",
+        30,
+        "s",
+        30_000,
+    )
     assert [step.runs for step in seq.steps] == [2, 1, 1]
     assert [step.missing for step in seq.steps] == [False, True, False]
     assert [step.query.category for step in seq.steps] == ["process", "file", "network"]
@@ -165,7 +170,9 @@ def test_boolean_precedence_and_flattening() -> None:
 def test_arithmetic_precedence_and_unary_minus() -> None:
     assert cond("a + b * 2 - c % 3 == 1") == Comparison(
         "==",
-        Arithmetic("-", Arithmetic("+", f("a"), Arithmetic("*", f("b"), n(2))), Arithmetic("%", f("c"), n(3))),
+        Arithmetic(
+            "-", Arithmetic("+", f("a"), Arithmetic("*", f("b"), n(2))), Arithmetic("%", f("c"), n(3))
+        ),
         n(1),
     )
     assert cond("x / 2 == 41") == Comparison("==", Arithmetic("/", f("x"), n(2)), n(41))
@@ -194,7 +201,7 @@ def test_field_references() -> None:
 
 
 def test_literals() -> None:
-    assert cond('x == "a\\tb\\"c\\\\d\\u{41}\\\'"') == Comparison("==", f("x"), s('a\tb"c\\dA\''))
+    assert cond('x == "a\\tb\\"c\\\\d\\u{41}\\\'"') == Comparison("==", f("x"), s("a\tb\"c\\dA'"))
     assert cond('x == """C:\\raw\\s+"""') == Comparison("==", f("x"), s("C:\\raw\\s+", raw=True))
     # Up to two extra quotes close a raw string and belong to the value, as in Elasticsearch.
     assert cond('x == """a""""') == Comparison("==", f("x"), s('a"', raw=True))
@@ -240,7 +247,10 @@ def test_positions_are_one_based_and_relative_to_query() -> None:
 
 def test_positions_inside_multi_line_value_lists() -> None:
     query = parse('process where x in (\n  "a", "bb",\n   7\n ) and\n  y : ("q")')
-    spans = [(type(node).__name__, node.line, node.column, node.end_line, node.end_column) for node in ast.walk(query)]
+    spans = [
+        (type(node).__name__, node.line, node.column, node.end_line, node.end_column)
+        for node in ast.walk(query)
+    ]
     assert spans[3:] == [
         ("InList", 1, 15, 4, 3),
         ("Field", 1, 15, 1, 16),
@@ -352,7 +362,13 @@ REJECTED = [
     ("process where length~(x) > 1", 1, 15, "has no case-insensitive [~] variant", None),
     ("process where startsWith(x) == true", 1, 15, "expects 2 arguments, found [1]", None),
     ("process where substring(x) == 1", 1, 15, "expects 2 to 3 arguments", None),
-    ("process where a == b", 1, 20, "Comparisons against fields are not supported; offender [b] in [==]", None),
+    (
+        "process where a == b",
+        1,
+        20,
+        "Comparisons against fields are not supported; offender [b] in [==]",
+        None,
+    ),
     ("process where length(a) < length(b)", 1, 34, "offender [b] in [<]", None),
     ("process where a in (b, 1)", 1, 21, "offender [b] in [in]", None),
     ("process where x : ?y", 1, 19, "unexpected `?`", None),
@@ -362,21 +378,51 @@ REJECTED = [
     ("sequence with maxspan=0s [a where true] [b where true]", 1, 23, "positive maxspan value", None),
     ("sequence with maxspan=10 [a where true] [b where true]", 1, 23, "No time unit specified", None),
     ("sequence with maxspan=10y [a where true] [b where true]", 1, 25, "Unrecognized time unit [y]", None),
-    ("sequence with maxspan=1s by k [a where true] [b where true]", 1, 26, "specify sequence [by] before [with]", None),
+    (
+        "sequence with maxspan=1s by k [a where true] [b where true]",
+        1,
+        26,
+        "specify sequence [by] before [with]",
+        None,
+    ),
     ("sequence by k [a where true] by j [b where true]", 1, 35, "Inconsistent number of join keys", None),
-    ("sequence [a where true] by k [b where true] by k until [c where true]", 1, 56, "Inconsistent number", None),
+    (
+        "sequence [a where true] by k [b where true] by k until [c where true]",
+        1,
+        56,
+        "Inconsistent number",
+        None,
+    ),
     ("sequence by k * 2 [a where true] [b where true]", 1, 13, "Unsupported join key", None),
     ("sequence [a where true] [b where true] with runs=0", 1, 50, "between 1 and 100", None),
     ("sequence [a where true] [b where true] with runs=101", 1, 50, "between 1 and 100", None),
-    ("sequence [a where true] [b where true] with fork=2", 1, 45, "Unrecognized sequence term parameter [fork]", None),
+    (
+        "sequence [a where true] [b where true] with fork=2",
+        1,
+        45,
+        "Unrecognized sequence term parameter [fork]",
+        None,
+    ),
     ("sequence [a where true] ![b where true]", 1, 25, "require `with maxspan`", None),
     ("sequence with maxspan=1s ![a where true] ![b where true]", 1, 1, "at least one positive", None),
-    ("sequence [a where true] [b where true] until ![c where true]", 1, 46, "`until` cannot be a missing event", None),
+    (
+        "sequence [a where true] [b where true] until ![c where true]",
+        1,
+        46,
+        "`until` cannot be a missing event",
+        None,
+    ),
     ("sample [a where true] ![b where true]", 1, 23, "not allowed in a sample", None),
     ("sample [a where true] [b where true] with runs=2", 1, 23, "not allowed in a sample", None),
     ("sample with maxspan=1s [a where true] [b where true]", 1, 8, "unexpected `with`", None),
     # Hints for common mistakes
-    ("sequence [a where true] [b where true] with maxspan=5m", 1, 45, "unexpected `maxspan`", "right after `sequence`"),
+    (
+        "sequence [a where true] [b where true] with maxspan=5m",
+        1,
+        45,
+        "unexpected `maxspan`",
+        "right after `sequence`",
+    ),
     ('process where x in "a"', 1, 20, "expected `(`", "parenthesised list"),
     ('process where x : ["a"]', 1, 19, "expected a constant", "lists are written in parentheses"),
     ("process where x == 1 or or y == 2", 1, 25, "unexpected `or`", "a condition is missing"),
@@ -386,7 +432,9 @@ REJECTED = [
 ]
 
 
-@pytest.mark.parametrize(("text", "line", "column", "message", "hint"), REJECTED, ids=[r[0] for r in REJECTED])
+@pytest.mark.parametrize(
+    ("text", "line", "column", "message", "hint"), REJECTED, ids=[r[0] for r in REJECTED]
+)
 def test_rejections_point_at_the_offending_token(
     text: str, line: int, column: int, message: str, hint: str | None
 ) -> None:

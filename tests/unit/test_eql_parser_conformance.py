@@ -81,7 +81,11 @@ def _load_disabled(path: Path) -> list[tuple[str, str]]:
         if re.match(r"^#\s*\[\[queries\]\]", lines[i]):
             j = i + 1
             block: list[str] = []
-            while j < len(lines) and lines[j].startswith("#") and not re.match(r"^#\s*\[\[queries\]\]", lines[j]):
+            while (
+                j < len(lines)
+                and lines[j].startswith("#")
+                and not re.match(r"^#\s*\[\[queries\]\]", lines[j])
+            ):
                 block.append(lines[j][1:])
                 j += 1
             entry = tomllib.loads("\n".join(block))

@@ -19,8 +19,8 @@ VALID = [
     '"my-category" where `odd field`.`x``y` != null and @timestamp >= 0',
     "sequence by process.entity_id with maxspan=30s\n"
     '  [process where event.type == "start"] by process.parent.entity_id\n'
-    '  [network where true] by process.entity_id with runs=2\n'
-    "until [process where event.type == \"end\"] by process.entity_id",
+    "  [network where true] by process.entity_id with runs=2\n"
+    'until [process where event.type == "end"] by process.entity_id',
     'sequence with maxspan=1m [process where true] ![file where file.name : "*.tmp"] [network where true]',
     "sample by host.id [process where true] [network where true]",
     'process where concat(a, "-", string(b)) == "x-1" /* block /* nested */ comment */ // line comment',
@@ -33,16 +33,78 @@ SETTINGS = settings(
 )
 
 # Characters that matter to the lexer and the grammar, plus some that never appear in EQL.
-ALPHABET = st.sampled_from(list(
-    "abcdefgwhereinotlkxyzANDOR_@0123456789 \t\n.,:;=!<>+-*/%()[]{}|?~`'\"\\#&^$é\u00a0"
-))
-TOKENS = st.sampled_from([
-    "process", "where", "any", "sequence", "sample", "by", "with", "maxspan", "=", "runs", "until",
-    "[", "]", "![", "(", ")", ",", "|", "head", "tail", "and", "or", "not", "in", "in~", "like",
-    "like~", "regex", "regex~", ":", "==", "!=", "<", "<=", ">", ">=", "+", "-", "*", "/", "%",
-    "?", "x", "a.b", "`q`", '"s"', '"""r"""', "'x'", "1", "2.5", "1e3", "10s", "true", "false",
-    "null", "startsWith~", "length", "concat", "of", "join", "descendant", "[0]", "/*", "*/", "//",
-])
+ALPHABET = st.sampled_from(
+    list("abcdefgwhereinotlkxyzANDOR_@0123456789 \t\n.,:;=!<>+-*/%()[]{}|?~`'\"\\#&^$é\u00a0")
+)
+TOKENS = st.sampled_from(
+    [
+        "process",
+        "where",
+        "any",
+        "sequence",
+        "sample",
+        "by",
+        "with",
+        "maxspan",
+        "=",
+        "runs",
+        "until",
+        "[",
+        "]",
+        "![",
+        "(",
+        ")",
+        ",",
+        "|",
+        "head",
+        "tail",
+        "and",
+        "or",
+        "not",
+        "in",
+        "in~",
+        "like",
+        "like~",
+        "regex",
+        "regex~",
+        ":",
+        "==",
+        "!=",
+        "<",
+        "<=",
+        ">",
+        ">=",
+        "+",
+        "-",
+        "*",
+        "/",
+        "%",
+        "?",
+        "x",
+        "a.b",
+        "`q`",
+        '"s"',
+        '"""r"""',
+        "'x'",
+        "1",
+        "2.5",
+        "1e3",
+        "10s",
+        "true",
+        "false",
+        "null",
+        "startsWith~",
+        "length",
+        "concat",
+        "of",
+        "join",
+        "descendant",
+        "[0]",
+        "/*",
+        "*/",
+        "//",
+    ]
+)
 
 
 def _check(text: str) -> None:
@@ -88,9 +150,9 @@ def mutated(draw: st.DrawFn) -> str:
             text = text[:position] + draw(ALPHABET) + text[position:]
         elif action == "delete":
             width = draw(st.integers(1, 6))
-            text = text[:position] + text[position + width:]
+            text = text[:position] + text[position + width :]
         elif action == "replace":
-            text = text[:position] + draw(ALPHABET) + text[position + 1:]
+            text = text[:position] + draw(ALPHABET) + text[position + 1 :]
         else:
             text = text[:position] + " " + draw(TOKENS) + " " + text[position:]
     return text
@@ -124,8 +186,10 @@ def test_any_string_and_field_name_round_trips(
     reparsed = parse(text)
     expected_raw = raw and '"""' not in value and "\n" not in value and "\r" not in value
     assert reparsed == ast.Query(
-        ast.EventQuery(category, ast.Comparison("==", ast.Field(tuple(path), optional),
-                                                ast.StringLiteral(value, expected_raw)))
+        ast.EventQuery(
+            category,
+            ast.Comparison("==", ast.Field(tuple(path), optional), ast.StringLiteral(value, expected_raw)),
+        )
     )
 
 
@@ -141,14 +205,19 @@ PATTERN_CONSTANTS = st.one_of(
     st.just(ast.NullLiteral()),
 )
 CONSTANTS = st.one_of(PATTERN_CONSTANTS, st.builds(ast.NumberLiteral, st.integers(-(10**6), -1)))
-FIELDS = st.builds(lambda parts, optional: ast.Field(tuple(parts), optional), st.lists(NAMES, min_size=1, max_size=2),
-                   st.booleans())
+FIELDS = st.builds(
+    lambda parts, optional: ast.Field(tuple(parts), optional),
+    st.lists(NAMES, min_size=1, max_size=2),
+    st.booleans(),
+)
 
 
 def _valid_raw(literal: ast.Literal) -> ast.Literal:
     # The printer falls back to an escaped string when a raw one cannot hold the value.
-    if isinstance(literal, ast.StringLiteral) and literal.raw and (
-        '"""' in literal.value or "\n" in literal.value or "\r" in literal.value
+    if (
+        isinstance(literal, ast.StringLiteral)
+        and literal.raw
+        and ('"""' in literal.value or "\n" in literal.value or "\r" in literal.value)
     ):
         return ast.StringLiteral(literal.value, False)
     return literal
@@ -159,7 +228,9 @@ CONSTANT_EXPRESSIONS = st.recursive(
     CONSTANTS,
     lambda inner: st.one_of(
         st.builds(ast.Arithmetic, st.sampled_from(["+", "-", "*"]), inner, inner),
-        st.builds(lambda args: ast.FunctionCall("concat", tuple(args)), st.lists(inner, min_size=1, max_size=2)),
+        st.builds(
+            lambda args: ast.FunctionCall("concat", tuple(args)), st.lists(inner, min_size=1, max_size=2)
+        ),
     ),
     max_leaves=3,
 )
@@ -169,18 +240,33 @@ def _extend(children: st.SearchStrategy[ast.Expr]) -> st.SearchStrategy[ast.Expr
     return st.one_of(
         st.builds(ast.Arithmetic, st.sampled_from(["+", "-", "*", "/", "%"]), children, children),
         st.builds(ast.Negate, children),
-        st.builds(ast.Comparison, st.sampled_from(sorted(ast.COMPARISON_OPS)), children, CONSTANT_EXPRESSIONS),
-        st.builds(ast.InList, st.sampled_from(sorted(ast.IN_OPS)), children,
-                  st.lists(CONSTANT_EXPRESSIONS, min_size=1, max_size=3).map(tuple)),
-        st.builds(lambda op, expr, pats: ast.PatternMatch(op, expr, tuple(pats), len(pats) > 1),
-                  st.sampled_from(sorted(ast.PATTERN_OPS)), children, st.lists(PATTERN_CONSTANTS, min_size=1, max_size=3)),
+        st.builds(
+            ast.Comparison, st.sampled_from(sorted(ast.COMPARISON_OPS)), children, CONSTANT_EXPRESSIONS
+        ),
+        st.builds(
+            ast.InList,
+            st.sampled_from(sorted(ast.IN_OPS)),
+            children,
+            st.lists(CONSTANT_EXPRESSIONS, min_size=1, max_size=3).map(tuple),
+        ),
+        st.builds(
+            lambda op, expr, pats: ast.PatternMatch(op, expr, tuple(pats), len(pats) > 1),
+            st.sampled_from(sorted(ast.PATTERN_OPS)),
+            children,
+            st.lists(PATTERN_CONSTANTS, min_size=1, max_size=3),
+        ),
         st.builds(ast.Not, children),
         st.lists(children, min_size=2, max_size=3).map(lambda ops: ast.And(tuple(ops))),
         st.lists(children, min_size=2, max_size=3).map(lambda ops: ast.Or(tuple(ops))),
-        st.builds(lambda name, args, ci: ast.FunctionCall(name, tuple(args), ci),
-                  st.sampled_from(["startsWith", "endsWith", "stringContains"]), st.lists(children, min_size=2, max_size=2),
-                  st.booleans()),
-        st.builds(lambda args: ast.FunctionCall("concat", tuple(args)), st.lists(children, min_size=1, max_size=3)),
+        st.builds(
+            lambda name, args, ci: ast.FunctionCall(name, tuple(args), ci),
+            st.sampled_from(["startsWith", "endsWith", "stringContains"]),
+            st.lists(children, min_size=2, max_size=2),
+            st.booleans(),
+        ),
+        st.builds(
+            lambda args: ast.FunctionCall("concat", tuple(args)), st.lists(children, min_size=1, max_size=3)
+        ),
     )
 
 
@@ -193,8 +279,9 @@ def _canonical(node: ast.Expr) -> ast.Expr:
     if isinstance(node, ast.Literal):
         return _valid_raw(node)
     if isinstance(node, ast.PatternMatch):
-        return ast.PatternMatch(node.op, _canonical(node.expr), tuple(_valid_raw(p) for p in node.patterns),
-                                node.is_list)
+        return ast.PatternMatch(
+            node.op, _canonical(node.expr), tuple(_valid_raw(p) for p in node.patterns), node.is_list
+        )
     if isinstance(node, ast.Comparison | ast.Arithmetic):
         return type(node)(node.op, _canonical(node.left), _canonical(node.right))
     if isinstance(node, ast.InList):
