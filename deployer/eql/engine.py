@@ -38,7 +38,7 @@ from deployer.eql.values import (
     version_key,
 )
 
-__all__ = ["Match", "Program", "compile_query"]
+__all__ = ["Match", "Program", "Runner", "compile_query"]
 
 Pred = Callable[[dict], bool]
 Reader = Callable[[dict], Any]
@@ -726,8 +726,126 @@ class _Step:
         self.positive_index = -1
 
 
+# The matcher behind a runner: one call per event (timestamp in ms, event) returning the matches
+# that event completes, and one call at the end of input returning the matches held until then.
+StepFn = Callable[[int, dict], list[Match]]
+FlushFn = Callable[[], list[Match]]
+
+
+class _Pipe:
+    """One ``| head N`` or ``| tail N`` between the matcher and the caller."""
+
+    __slots__ = ("head", "left", "kept")
+
+    def __init__(self, pipe: ast.Pipe) -> None:
+        if pipe.name not in ("head", "tail"):
+            raise EqlUnsupportedError(f"not supported offline: pipe {pipe.name}", pipe.line, pipe.column)
+        self.head = pipe.name == "head"
+        self.left = pipe.count
+        self.kept: deque[Match] = deque(maxlen=pipe.count) if not self.head else deque()
+
+    def feed(self, matches: list[Match]) -> list[Match]:
+        """Matches passed on now: the first N overall for head, none for tail (it keeps the last N)."""
+        if self.head:
+            if len(matches) > self.left:
+                matches = matches[: max(self.left, 0)]
+            self.left -= len(matches)
+            return matches
+        self.kept.extend(matches)
+        return []
+
+    def flush(self) -> list[Match]:
+        """Matches passed on at the end of input."""
+        out = list(self.kept)
+        self.kept.clear()
+        return out
+
+
+class Runner:
+    """Push-style evaluation of one Program over events in (timestamp, tiebreaker) order.
+
+    ``push`` takes the next event and returns the matches it completes (after ``head``/``tail``);
+    ``finish`` ends the input and returns the matches held until then (``| tail``, sequences that
+    wait to see whether a trailing missing event follows). Memory is bounded by the live sequence
+    state, not by the number of events.
+    """
+
+    __slots__ = (
+        "_program",
+        "_step",
+        "_flush",
+        "_pipes",
+        "_check",
+        "_tiebreak",
+        "_pos",
+        "_prev_ts",
+        "_prev_tb",
+        "stopped",
+        "finished",
+    )
+
+    def __init__(self, program: Program, *, check_order: bool = True) -> None:
+        self._program = program
+        self._pipes = [_Pipe(p) for p in program.query.pipes]
+        self._step, self._flush = program._matcher()
+        self._check = check_order
+        self._tiebreak = program._tiebreak if program._tb_get is not None else None
+        self._pos = 0
+        self._prev_ts: int | None = None
+        self._prev_tb: tuple | None = None
+        # True once no later event can change the result (a `head` is full, or after finish()).
+        self.stopped = any(p.head and p.left <= 0 for p in self._pipes)
+        self.finished = False
+
+    def push(self, event: dict, ts: int | None = None) -> list[Match]:
+        """Feed the next event (``ts``: its timestamp in epoch ms, when already parsed); return new matches.
+
+        Raises ValueError when the event goes back in time (timestamp, then tiebreaker).
+        """
+        pos = self._pos
+        self._pos = pos + 1
+        if self.stopped:
+            if self.finished:
+                raise RuntimeError("push() after finish()")
+            return []
+        if ts is None:
+            ts = self._program._event_time(event, pos)
+        if self._check:
+            prev = self._prev_ts
+            tiebreak = self._tiebreak
+            if prev is not None and ts <= prev:
+                if ts < prev:
+                    raise self._program._disorder(pos, ts)
+                if tiebreak is not None:
+                    tb = tiebreak(event)
+                    if self._prev_tb is not None and tb < self._prev_tb:
+                        raise self._program._disorder(pos, ts)
+                    self._prev_tb = tb
+            elif tiebreak is not None:
+                self._prev_tb = tiebreak(event)
+            self._prev_ts = ts
+        out = self._step(ts, event)
+        if out and self._pipes:
+            for pipe in self._pipes:
+                out = pipe.feed(out)
+                if pipe.head and pipe.left <= 0:
+                    # Nothing upstream of a full head can reach the caller any more.
+                    self.stopped = True
+        return out
+
+    def finish(self) -> list[Match]:
+        """End of input: return the matches held for ``| tail`` and trailing missing events (once)."""
+        if self.finished:
+            return []
+        self.finished = self.stopped = True
+        out = self._flush()
+        for pipe in self._pipes:
+            out = pipe.feed(out) + pipe.flush()
+        return out
+
+
 class Program:
-    """A compiled query. ``run`` sorts its input; ``run_sorted`` streams pre-sorted input."""
+    """A compiled query. ``run`` sorts its input; ``run_sorted`` and ``stream`` take pre-sorted input."""
 
     def __init__(
         self,
@@ -747,10 +865,10 @@ class Program:
             raise EqlUnsupportedError("not supported offline: sample queries", body.line, body.column)
         if isinstance(body, ast.EventQuery):
             self._filter = compiler.event_filter(body)
-            self._core: Callable[[Iterable[tuple[int, dict]]], Iterator[Match]] = self._run_events
+            self._matcher: Callable[[], tuple[StepFn, FlushFn]] = self._event_matcher
         else:
             self._setup_sequence(body)
-            self._core = self._run_sequence
+            self._matcher = self._sequence_matcher
 
     @property
     def kind(self) -> str:
@@ -771,6 +889,21 @@ class Program:
         except ValueError as exc:
             raise ValueError(f"event #{position}: {self.timestamp_field}: {exc}") from None
 
+    def _event_time(self, event: dict, position: int) -> int:
+        # The common shapes (epoch ms, one ISO string) skip the general path with its messages.
+        raw = self._ts_get(event)
+        if raw.__class__ is int:
+            return raw
+        try:
+            return parse_timestamp(raw)
+        except (ValueError, TypeError):
+            return self._timestamp(event, position)  # raises with the event position
+
+    def _disorder(self, pos: int, ts: int) -> ValueError:
+        return ValueError(
+            f"event #{pos} is out of order ({self.timestamp_field}={ts}); use Program.run() for unsorted input"
+        )
+
     def _tiebreak(self, event: dict) -> tuple:
         if self._tb_get is None:
             return (0,)
@@ -781,18 +914,24 @@ class Program:
         # Events without a tiebreaker value sort after those that have one.
         return (1,) if v is None else (0, _sort_token(v))
 
+    def stream(self) -> Runner:
+        """A push-style runner over events already ordered by (timestamp, tiebreaker); see :class:`Runner`."""
+        return Runner(self)
+
     def run(self, events: Iterable[dict]) -> Iterator[Match]:
         """Run over events in any order.
 
         Events are sorted by (timestamp, tiebreaker, input position) first, so the whole input is
         held in memory (one small tuple per event plus the events themselves). For large inputs
-        that are already ordered, use :meth:`run_sorted`, which streams.
+        that are already ordered, use :meth:`run_sorted` or :meth:`stream`, which stream.
         """
         decorated = []
         for pos, ev in enumerate(events):
             decorated.append((self._timestamp(ev, pos), self._tiebreak(ev), pos, ev))
         decorated.sort(key=lambda t: (t[0], t[1], t[2]))
-        yield from self._pipes(self._core((t[0], t[3]) for t in decorated))
+        # Sorted here, so the runner need not check the order again.
+        runner = Runner(self, check_order=False)
+        yield from self._drive(runner, ((t[3], t[0]) for t in decorated))
 
     def run_sorted(self, events: Iterable[dict]) -> Iterator[Match]:
         """Run over events already ordered by (timestamp, tiebreaker), streaming.
@@ -800,60 +939,32 @@ class Program:
         Memory stays bounded by the live sequence state (see ``deployer.eql.sequence``), not by
         the number of events. Raises ValueError at the first event that goes back in time.
         """
+        runner = Runner(self)
+        yield from self._drive(runner, ((ev, None) for ev in events))
 
-        def disorder(pos: int, ts: int) -> ValueError:
-            return ValueError(
-                f"event #{pos} is out of order ({self.timestamp_field}={ts}); use Program.run() for unsorted input"
-            )
-
-        def checked() -> Iterator[tuple[int, dict]]:
-            timestamp, get = self._timestamp, self._ts_get
-            prev_ts = None
-            prev_tb: tuple | None = None
-            tiebreak = self._tiebreak if self._tb_get is not None else None
-            for pos, ev in enumerate(events):
-                raw = get(ev)
-                if raw.__class__ is int:
-                    ts = raw
-                else:
-                    try:
-                        ts = parse_timestamp(raw)
-                    except ValueError:
-                        ts = timestamp(ev, pos)  # raises with the event position
-                    except TypeError:
-                        ts = timestamp(ev, pos)
-                if prev_ts is not None and ts <= prev_ts:
-                    if ts < prev_ts:
-                        raise disorder(pos, ts)
-                    if tiebreak is not None:
-                        tb = tiebreak(ev)
-                        if prev_tb is not None and tb < prev_tb:
-                            raise disorder(pos, ts)
-                        prev_tb = tb
-                elif tiebreak is not None:
-                    prev_tb = tiebreak(ev)
-                prev_ts = ts
-                yield ts, ev
-
-        yield from self._pipes(self._core(checked()))
-
-    def _pipes(self, results: Iterator[Match]) -> Iterator[Match]:
-        for pipe in self.query.pipes:
-            if pipe.name == "head":
-                results = itertools.islice(results, pipe.count)
-            elif pipe.name == "tail":
-                results = iter(deque(results, maxlen=pipe.count))
-            else:
-                raise EqlUnsupportedError(f"not supported offline: pipe {pipe.name}", pipe.line, pipe.column)
-        return results
+    @staticmethod
+    def _drive(runner: Runner, events: Iterable[tuple[dict, int | None]]) -> Iterator[Match]:
+        push = runner.push
+        for ev, ts in events:
+            out = push(ev, ts)
+            if out:
+                yield from out
+            if runner.stopped:
+                # `| head N` is full: the rest of the input is not read.
+                break
+        yield from runner.finish()
 
     # -- event queries
 
-    def _run_events(self, stream: Iterable[tuple[int, dict]]) -> Iterator[Match]:
+    def _event_matcher(self) -> tuple[StepFn, FlushFn]:
         keep = self._filter
-        for _, ev in stream:
+
+        def step(ts: int, ev: dict) -> list[Match]:
             if keep(ev):
-                yield Match([ev], [])
+                return [Match([ev], [])]
+            return []
+
+        return step, list
 
     # -- sequences
 
@@ -919,7 +1030,7 @@ class Program:
             pass
         return steps
 
-    def _run_sequence(self, stream: Iterable[tuple[int, dict]]) -> Iterator[Match]:
+    def _sequence_matcher(self) -> tuple[StepFn, FlushFn]:
         matcher = SequenceMatcher(self._positives, self._maxspan)
         missing = MissingEventCheck(self._layout, self._maxspan) if any(self._layout) else None
         until = self._until
@@ -929,9 +1040,12 @@ class Program:
         layout = self._layout
         advance = matcher.advance
         maxspan = self._maxspan
-        next_sweep = None
+        next_sweep: int | None = None
         cache = self._dispatch_cache
-        for ts, ev in stream:
+        emit = self._emit_missing
+
+        def step(ts: int, ev: dict) -> list[Match]:
+            nonlocal next_sweep
             if maxspan is not None:
                 # Expired partial sequences are swept once per maxspan of stream time: state stays
                 # within the keys seen in the last two maxspans, at O(1) amortised cost.
@@ -972,29 +1086,37 @@ class Program:
                 if (cat_test is None or cat_test(ev)) and cond(ev):
                     for k in ukeys(ev):
                         matcher.until(k)
+            out: list[Match] = []
             if done is not None:
                 if len(done) > 1:
                     # Several sequences ending on one event come out in join-key order.
                     done.sort(key=lambda d: _key_sort(d[0]))
                 for k, items in done:
                     if missing is None:
-                        yield Match([it[1] for it in items], fmt(k))
+                        out.append(Match([it[1] for it in items], fmt(k)))
                     else:
                         missing.candidate(k, items, None)
             if missing is not None:
-                yield from self._emit_missing(missing, layout, fmt)
-        if missing is not None:
-            missing.finish()
-            yield from self._emit_missing(missing, layout, fmt)
+                emit(missing, layout, fmt, out)
+            return out
+
+        def flush() -> list[Match]:
+            out: list[Match] = []
+            if missing is not None:
+                missing.finish()
+                emit(missing, layout, fmt, out)
+            return out
+
+        return step, flush
 
     @staticmethod
     def _emit_missing(
-        missing: MissingEventCheck, layout: list[bool], fmt: Callable[[tuple], list[Any]]
-    ) -> Iterator[Match]:
+        missing: MissingEventCheck, layout: list[bool], fmt: Callable[[tuple], list[Any]], out: list[Match]
+    ) -> None:
         for k, items, _ in missing.ready():
             it = iter(items)
             events = [None if is_missing else next(it)[1] for is_missing in layout]
-            yield Match(events, fmt(k))
+            out.append(Match(events, fmt(k)))
 
 
 def compile_query(
