@@ -1,10 +1,9 @@
 """Streaming replay for `dac run`: one read of the events file feeds every rule, with bounded memory.
 
 The batch replay (`replay.replay`) holds every event and sorts each rule's input. Recorded
-telemetry is normally in time order already, so here every rule runs `Program.run_sorted` over the
-same stream of events, read once. Each rule runs in its own thread because `run_sorted` pulls its
-input: a thread can wait for the next chunk of events, a generator cannot. The threads share one
-interpreter lock, so this is a fan-out, not parallelism; chunks of events keep the switching rare.
+telemetry is normally in time order already, so here one loop reads the events once and pushes
+each of them to every rule's runner (`Program.stream()`), in dependency order, with the
+`@timestamp` the reader has parsed already.
 
 A rule over other rules' alerts gets the alert documents of its dependencies as they are
 synthesised. Alerts come out of order (a sequence is reported when its last event arrives, its
@@ -32,11 +31,9 @@ import contextlib
 import gc
 import heapq
 import pickle
-import queue
 import shutil
 import sys
 import tempfile
-import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -61,17 +58,14 @@ from deployer.testing.events import (
 )
 from deployer.testing.replay import result_for
 
-# Events handed to the rule threads at a time, and how many such chunks may wait per rule: the
-# bound on events in flight (the readers' memory), large enough that thread switches stay rare.
+# Progress is reported every CHUNK_EVENTS * 20 events.
 CHUNK_EVENTS = 512
-MAX_PENDING_CHUNKS = 8
 # Results stay in memory up to this size per rule, then spill to a temporary file.
 SPOOL_BYTES = 1 << 20
 # Allocations between young-generation collections during a pass (the default is 700).
 GC_THRESHOLD = 20_000
 
 _INF = float("inf")
-_EVENTS, _ALERTS, _WATERMARK, _END, _ABORT = range(5)
 
 
 class StreamBroken(Exception):
@@ -80,31 +74,6 @@ class StreamBroken(Exception):
     def __init__(self, message: str, *, disorder: bool = False) -> None:
         super().__init__(message)
         self.disorder = disorder
-
-
-class _Aborted(Exception):
-    """Another part of the pass failed; stop quietly."""
-
-
-class _Shared:
-    """The first failure of any thread, and the stages to stop when it happens."""
-
-    def __init__(self, stages: Sequence[_Stage]) -> None:
-        self.failure: BaseException | None = None
-        self._stages = stages
-        self._lock = threading.Lock()
-
-    def fail(self, exc: BaseException) -> None:
-        with self._lock:
-            if self.failure is not None:
-                return
-            self.failure = exc
-        for stage in self._stages:
-            stage.inbox.put((_ABORT,))
-
-    def check(self) -> None:
-        if self.failure is not None:
-            raise StreamBroken(_describe(self.failure)) from self.failure
 
 
 def _describe(exc: BaseException) -> str:
@@ -132,36 +101,6 @@ class _Spool:
             self._file.close()
 
 
-class _View(dict):  # type: ignore[type-arg]
-    """An event as handed to rules that only order by `@timestamp`: the parsed time in place of the text."""
-
-    __slots__ = ("source",)
-
-
-def _orders_only_by_timestamp(rule: RuleLike, program: Any) -> bool:
-    """Whether `@timestamp` reaches the program only as its ordering time (the query never reads it)."""
-    from deployer.eql import ast
-
-    kibana = rule.kibana or {}
-    if program.timestamp_field != "@timestamp" or kibana.get("tiebreaker_field") == "@timestamp":
-        return False
-    if kibana.get("event_category_override") == "@timestamp":
-        return False
-    return not any(
-        f.name == "@timestamp" or f.name.startswith("@timestamp.") for f in ast.field_refs(program.query)
-    )
-
-
-class _Mapped:
-    """A match whose events are the source events again (not the views the program saw)."""
-
-    __slots__ = ("events", "join_keys")
-
-    def __init__(self, events: list[Any], join_keys: list[Any]) -> None:
-        self.events = events
-        self.join_keys = join_keys
-
-
 def _lag(rule: RuleLike, program: Any, reads_events: bool, reads_alerts: bool) -> int | None:
     """How far (ms) behind its input time a rule's later alerts can be; None when nothing bounds it."""
     from deployer.eql import ast
@@ -187,7 +126,7 @@ def _lag(rule: RuleLike, program: Any, reads_events: bool, reads_alerts: bool) -
 
 
 class _Stage:
-    """One rule in the streaming pass: its thread, inbox, reorder buffer and results."""
+    """One rule in the streaming pass: its runner, its reorder buffer (rules over alerts) and results."""
 
     def __init__(self, evaluator: Evaluator, rule_id: str, target: bool) -> None:
         from deployer.eql.values import make_getter
@@ -198,53 +137,58 @@ class _Stage:
         self.reads_events, self.reads_alerts = index_kinds(self.rule)
         self.sequence = getattr(self.program, "kind", None) == "sequence"
         self.lag = _lag(self.rule, self.program, self.reads_events, self.reads_alerts)
-        self.inbox: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
-        self.slots = threading.Semaphore(MAX_PENDING_CHUNKS)
+        self.runner = self.program.stream()
         self.subscribers: list[tuple[_Stage, int]] = []
-        self.ranks = 0  # how many dependencies feed alerts to this rule
         self.spool = _Spool() if target else None
-        # Chunk watermarks are @timestamp values: they bound this rule's own order only then.
+        # The reader's parsed @timestamp is this rule's ordering time only when it orders by it.
         self.event_times = self.program.timestamp_field == "@timestamp"
-        # Every rule would parse each event's @timestamp again; the reader has parsed it already.
-        # A rule that reads only events and never looks at @timestamp in its query gets a shallow
-        # view holding the epoch ms (the evaluator's fast path); its matches are mapped back to
-        # the events as read, so results and alerts are unchanged.
-        self.views = (
-            self.reads_events and not self.reads_alerts and _orders_only_by_timestamp(self.rule, self.program)
-        )
         self._ts_get = make_getter(self.program.timestamp_field)
         self._sent = -_INF
-        self.thread = threading.Thread(target=self._run, name=f"dac-run:{rule_id}", daemon=True)
-        self.shared: _Shared | None = None
+        # Reorder buffer of a rule over alerts: (rule time, ..., arrival, document) entries.
+        self._heap: list[tuple[Any, ...]] = []
+        self._marks: list[float] = []
+        self._events_mark = -_INF if self.reads_events else _INF
+        self._last: tuple[Any, ...] | None = None
+        self._arrival = 0
+        self._dirty = False
 
-    # -- thread body
+    def subscribe(self, sub: _Stage, rank: int) -> None:
+        """`sub` reads this rule's alerts as its dependency number `rank`."""
+        self.subscribers.append((sub, rank))
+        sub._marks.append(-_INF)
 
-    def _run(self) -> None:
-        assert self.shared is not None
-        try:
-            feed = self._feed_merged() if self.reads_alerts else self._feed_events()
-            for match in self.program.run_sorted(feed):
-                self._handle(match)
-            # `| head N` stops reading early; the rest of the input still has to be taken in.
-            for _ in feed:
-                pass
-            for sub, rank in self.subscribers:
-                sub.inbox.put((_WATERMARK, rank, _INF))
-        except _Aborted:
-            pass
-        except BaseException as exc:  # noqa: BLE001 - any failure hands the run to the batch replay
-            self.shared.fail(exc)
+    @property
+    def on_event(self) -> Callable[[Event, int], None]:
+        """What this stage does with each event of the file (in dependency order)."""
+        if not self.reads_alerts:
+            return self._push_event
+        if self.reads_events:
+            return self._merge_event
+        return self._release_if_dirty
 
-    def _handle(self, match: Any) -> None:
-        if self.views:
-            match = _Mapped([None if e is None else e.source for e in match.events], match.join_keys)
-        if self.spool is not None:
-            self.spool.write(result_for(self.rule, match))
-        if self.subscribers:
-            docs = alerts_for_match(self.rule, match.events, sequence=self.sequence)
-            if docs:
-                for sub, rank in self.subscribers:
-                    sub.inbox.put((_ALERTS, rank, docs))
+    # -- rules over events only
+
+    def _push_event(self, event: Event, ts: int) -> None:
+        if self.event_times:
+            matches = self.runner.push(event, ts)
+            if matches:
+                self._handle(matches)
+            self._watermark(ts)
+        else:
+            matches = self.runner.push(event)
+            if matches:
+                self._handle(matches)
+
+    def _handle(self, matches: list[Any]) -> None:
+        for match in matches:
+            if self.spool is not None:
+                self.spool.write(result_for(self.rule, match))
+            if self.subscribers:
+                docs = alerts_for_match(self.rule, match.events, sequence=self.sequence)
+                if docs:
+                    for sub, rank in self.subscribers:
+                        for doc in docs:
+                            sub._add(doc, rank)
 
     def _watermark(self, input_time: float) -> None:
         """Tell the rules reading this one's alerts how old its later alerts can be."""
@@ -254,25 +198,20 @@ class _Stage:
         if mark > self._sent:
             self._sent = mark
             for sub, rank in self.subscribers:
-                sub.inbox.put((_WATERMARK, rank, mark))
+                sub._mark(rank, mark)
 
-    # -- inputs
+    def finish(self) -> None:
+        """End of the file: release what is buffered, flush the runner, free the rules reading this one."""
+        self._events_mark = _INF
+        if self.reads_alerts:
+            self._release()
+        matches = self.runner.finish()
+        if matches:
+            self._handle(matches)
+        for sub, rank in self.subscribers:
+            sub._mark(rank, _INF)
 
-    def _feed_events(self) -> Iterator[dict[str, Any]]:
-        get = self.inbox.get
-        while True:
-            msg = get()
-            tag = msg[0]
-            if tag == _EVENTS:
-                self.slots.release()
-                yield from msg[3] if self.views else msg[1]
-                # The program asked for the next event: every match up to here has been handled.
-                if self.event_times:
-                    self._watermark(msg[2])
-            elif tag == _END:
-                return
-            elif tag == _ABORT:
-                raise _Aborted
+    # -- rules over alerts: the reorder buffer
 
     def _doc_time(self, doc: dict[str, Any]) -> int:
         """The document's time as the program orders it (its `timestamp_field`)."""
@@ -289,59 +228,49 @@ class _Stage:
         except (ValueError, TypeError, OverflowError) as exc:
             raise StreamBroken(f"{self.rule_id}: {exc}") from None
 
-    def _feed_merged(self) -> Iterator[dict[str, Any]]:
-        """Events and/or dependency alerts in the batch replay's order, released by watermarks."""
+    def _add(self, doc: dict[str, Any], rank: int) -> None:
         # The batch replay concatenates the dependencies' alert lists (each sorted by @timestamp)
         # after the events, sorts by @timestamp when events are mixed in, then by the rule's own
         # time; a key of (rule time, @timestamp, rank, arrival) or (rule time, rank, @timestamp,
         # arrival) reproduces that order.
-        mixed = self.reads_events
-        heap: list[tuple[Any, ...]] = []
-        marks = [-_INF] * self.ranks
-        events_mark = -_INF if self.reads_events else _INF
-        last: tuple[Any, ...] | None = None
-        arrival = 0
-        get = self.inbox.get
+        self._arrival += 1
+        at = self._doc_time(doc)
+        tk = time_key(doc)
+        key = (at, tk, rank, self._arrival) if self.reads_events else (at, rank, tk, self._arrival)
+        if self._last is not None and key < self._last:
+            raise StreamBroken(f"{self.rule_id}: an input document arrived after later ones were evaluated")
+        heapq.heappush(self._heap, (*key, doc))
+        self._dirty = True
 
-        def push(doc: dict[str, Any], rank: int) -> None:
-            nonlocal arrival
-            arrival += 1
-            at = self._doc_time(doc)
-            tk = time_key(doc)
-            key = (at, tk, rank, arrival) if mixed else (at, rank, tk, arrival)
-            if last is not None and key < last:
-                raise StreamBroken(
-                    f"{self.rule_id}: an input document arrived after later ones were evaluated"
-                )
-            heapq.heappush(heap, (*key, doc))
+    def _mark(self, rank: int, mark: float) -> None:
+        if mark > self._marks[rank]:
+            self._marks[rank] = mark
+            self._dirty = True
 
-        while True:
-            release = min(min(marks, default=_INF), events_mark)
-            while heap and heap[0][0] < release:
-                item = heapq.heappop(heap)
-                last = item[:4]
-                yield item[4]
-            if release == _INF:
-                return
+    def _merge_event(self, event: Event, ts: int) -> None:
+        self._add(event, -1)
+        if self.event_times:
+            self._events_mark = ts
+        self._release()
+
+    def _release_if_dirty(self, event: Event, ts: int) -> None:
+        if self._dirty:
+            self._release()
+
+    def _release(self) -> None:
+        """Evaluate the buffered documents no input can come before any more, in the batch order."""
+        self._dirty = False
+        release = min(min(self._marks, default=_INF), self._events_mark)
+        heap = self._heap
+        push = self.runner.push
+        while heap and heap[0][0] < release:
+            item = heapq.heappop(heap)
+            self._last = item[:4]
+            matches = push(item[4], item[0])
+            if matches:
+                self._handle(matches)
+        if release != _INF:
             self._watermark(release)
-            msg = get()
-            tag = msg[0]
-            if tag == _EVENTS:
-                self.slots.release()
-                for event in msg[1]:
-                    push(event, -1)
-                if self.event_times:
-                    events_mark = msg[2]
-            elif tag == _ALERTS:
-                for doc in msg[2]:
-                    push(doc, msg[1])
-            elif tag == _WATERMARK:
-                if msg[2] > marks[msg[1]]:
-                    marks[msg[1]] = msg[2]
-            elif tag == _END:
-                events_mark = _INF
-            elif tag == _ABORT:
-                raise _Aborted
 
 
 def stream_replay(
@@ -363,71 +292,44 @@ def stream_replay(
     stages = {rule_id: _Stage(evaluator, rule_id, rule_id in wanted) for rule_id in order}
     for stage in stages.values():
         if stage.reads_alerts:
-            deps = dependencies(stage.rule_id, evaluator.by_id)
-            stage.ranks = len(deps)
-            for rank, dep in enumerate(deps):
-                stages[dep].subscribers.append((stage, rank))
+            for rank, dep in enumerate(dependencies(stage.rule_id, evaluator.by_id)):
+                stages[dep].subscribe(stage, rank)
+    # Dependency order: a rule's alerts reach the rules over them within the same event.
     all_stages = list(stages.values())
-    readers = [s for s in all_stages if s.reads_events]
-    shared = _Shared(all_stages)
+    steps = [stage.on_event for stage in all_stages]
     # The reader sees @timestamp; rules ordered by another field check their own order.
-    ordered_by_timestamp = any(s.event_times for s in readers)
-    for stage in all_stages:
-        stage.shared = shared
-        stage.thread.start()
+    ordered_by_timestamp = any(s.event_times for s in all_stages if s.reads_events)
     # Events are acyclic JSON that die young, but the default collector thresholds make it walk the
-    # events in flight thousands of times per million events; modules, rules and the field
+    # live sequence state thousands of times per million events; modules, rules and the field
     # registry are long-lived and frozen out of collections for the pass.
     threshold = gc.get_threshold()
     gc.freeze()
     gc.set_threshold(GC_THRESHOLD, threshold[1], threshold[2])
-
-    use_views = any(s.views for s in readers)
-
-    def send(chunk: list[Any], times: list[int]) -> None:
-        views: list[_View] = []
-        if use_views:
-            for event, ts in zip(chunk, times, strict=True):
-                view = _View(event)
-                view["@timestamp"] = ts
-                view.source = event
-                views.append(view)
-        message = (_EVENTS, chunk, times[-1], views)
-        for stage in readers:
-            while not stage.slots.acquire(timeout=0.2):
-                shared.check()
-            stage.inbox.put(message)
-
     try:
-        chunk: list[Any] = []
-        times: list[int] = []
+        every = CHUNK_EVENTS * 20
         previous = -_INF
         count = 0
         for event, ts in events:
             if ts < previous and ordered_by_timestamp:
                 raise StreamBroken(f"{name}:{event.line}: @timestamp goes back in time", disorder=True)
             previous = ts
-            chunk.append(event)
-            times.append(ts)
-            if len(chunk) >= CHUNK_EVENTS:
-                send(chunk, times)
-                chunk, times = [], []
-                shared.check()
-                count += CHUNK_EVENTS
-                if progress is not None and count % (CHUNK_EVENTS * 20) == 0:
-                    progress(count)
-        if chunk:
-            send(chunk, times)
-        for stage in readers:
-            stage.inbox.put((_END,))
-        for stage in all_stages:
-            stage.thread.join()
-        shared.check()
-    except BaseException as exc:
-        shared.fail(exc if isinstance(exc, Exception) else StreamBroken("interrupted"))
-        for stage in all_stages:
-            stage.thread.join()
-        raise
+            try:
+                for step in steps:
+                    step(event, ts)
+            except StreamBroken:
+                raise
+            except Exception as exc:  # noqa: BLE001 - any failure hands the run to the batch replay
+                raise StreamBroken(_describe(exc)) from exc
+            count += 1
+            if progress is not None and count % every == 0:
+                progress(count)
+        try:
+            for stage in all_stages:
+                stage.finish()
+        except StreamBroken:
+            raise
+        except Exception as exc:  # noqa: BLE001 - as above
+            raise StreamBroken(_describe(exc)) from exc
     finally:
         gc.set_threshold(*threshold)
         gc.unfreeze()
