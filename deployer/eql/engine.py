@@ -75,6 +75,52 @@ def _key_sort(key: tuple) -> tuple:
     return tuple(_sort_token(v) for v in key)
 
 
+def _getter(path: str) -> Callable[[dict], Any]:
+    """``make_getter(path)`` answering None at once when a deep path is absent; anything found goes to it."""
+    general = make_getter(path)
+    parts = tuple(path.split("."))
+    if len(parts) < 3:
+        return general
+    inner = parts[:-1]
+    # Dotted spellings of the rest of the path under the object at each depth ("b.c" under `a`).
+    spellings = [tuple(".".join(parts[d:j]) for j in range(d + 2, len(parts) + 1)) for d in range(len(inner))]
+
+    last = parts[-1]
+    three = len(parts) == 3
+
+    def absent(event: dict, depth: int) -> bool:
+        # Nothing on the nested path down to `depth`: absent unless spelled with dots on the way.
+        obj = event
+        for d in range(depth + 1):
+            if d:
+                obj = obj[inner[d - 1]]
+            for k in spellings[d]:
+                if k in obj:
+                    return False
+        return True
+
+    def get(event: dict) -> Any:
+        # Optional ECS fields (`process.parent.*`, `host.os.type`, `process.pe.*`) are mostly
+        # absent; the general resolver would try every dotted split of the path to say so.
+        obj = event
+        for i, key in enumerate(inner):
+            nxt = obj.get(key)
+            if nxt.__class__ is dict:
+                obj = nxt
+                continue
+            if nxt is None and absent(event, i):
+                return None
+            return general(event)  # an array of objects, a value in the way, or dotted keys
+        v = obj.get(last, MISSING)
+        if v is MISSING:
+            return None if absent(event, len(inner) - 1) else general(event)
+        if three and v.__class__ is not dict:
+            return v  # what make_getter's three-part fast path returns
+        return general(event)
+
+    return get
+
+
 class _Compiler:
     """Turns AST nodes into closures over events (predicates) or over bound values (expressions)."""
 
@@ -105,7 +151,7 @@ class _Compiler:
         ft = self.ftype(name)
         conv = ft.coercer()
         null_value = ft.null_value
-        get = make_getter(ft.name, keep_missing=null_value is not None)
+        get = make_getter(ft.name, keep_missing=True) if null_value is not None else _getter(ft.name)
 
         if null_value is not None:
             nv = conv(null_value) if conv else null_value
@@ -164,13 +210,28 @@ class _Compiler:
             if len(parts) == 2:
                 a, b = parts
                 return lambda ev: a(ev) and b(ev)
-            return lambda ev: all(p(ev) for p in parts)
+
+            # A plain loop: all() over a generator costs a frame switch per operand per event.
+            def all_of(ev: dict) -> bool:
+                for p in parts:
+                    if not p(ev):
+                        return False
+                return True
+
+            return all_of
         if isinstance(expr, ast.Or):
             parts = [self.predicate(e) for e in expr.operands]
             if len(parts) == 2:
                 a, b = parts
                 return lambda ev: a(ev) or b(ev)
-            return lambda ev: any(p(ev) for p in parts)
+
+            def any_of(ev: dict) -> bool:
+                for p in parts:
+                    if p(ev):
+                        return True
+                return False
+
+            return any_of
         if isinstance(expr, ast.Not):
             inner = self.predicate(expr.operand)
             return lambda ev: not inner(ev)
@@ -248,7 +309,7 @@ class _Compiler:
             # Untyped field: read the document directly (the hot path of most rules). The three
             # predicates below repeat their list walk on purpose: a shared helper would add a
             # call per event on the evaluator's hottest path.
-            get = make_getter(ft.name)
+            get = _getter(ft.name)
             if equal_to is not None:
                 lit = equal_to
 
@@ -326,6 +387,15 @@ class _Compiler:
                 strings.add(value.lower() if ci else value)
             else:
                 others.append(value)
+
+        if not others:
+            # Only string constants (the usual list of names): a string value is one set lookup.
+            def strings_only(v: Any) -> bool:
+                if v.__class__ is str:
+                    return (v.lower() if ci else v) in strings
+                return any(equals(v, s) is True for s in strings)
+
+            return strings_only
 
         def test(v: Any) -> bool:
             if v.__class__ is str:
@@ -1006,7 +1076,7 @@ class Program:
         self._format_key = c.key_formatter(seq.keys_for(first_positive))
         cat_type = c.ftype(c.category_field)
         plain = cat_type.coercer() is None and cat_type.null_value is None
-        self._category_read = make_getter(cat_type.name) if plain else c.reader(c.category_field)
+        self._category_read = _getter(cat_type.name) if plain else c.reader(c.category_field)
         # Stages grouped by category, last stage first (the order the state machine needs).
         self._by_category: dict[str, list[_Step]] = {}
         self._any_steps = [s for s in reversed(self._steps) if s.category is None]

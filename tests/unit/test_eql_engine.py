@@ -326,3 +326,50 @@ def test_package_never_imports_the_eql_library() -> None:
     pattern = re.compile(r"^\s*(import eql\b|from eql\b)", re.MULTILINE)
     offenders = [str(p) for p in root.rglob("*.py") if pattern.search(p.read_text(encoding="utf-8"))]
     assert offenders == []
+
+
+@pytest.mark.parametrize(
+    "doc, found",
+    [
+        ({"process": {"parent": {"name": "x"}}}, True),
+        ({"process.parent": {"name": "x"}}, True),
+        ({"process": {"parent.name": "x"}}, True),
+        ({"process.parent.name": "x"}, True),
+        ({"process": [{"parent": {"name": "x"}}]}, True),
+        ({"process": {"pid": 1}, "process.parent.name": "x"}, True),
+        ({"process": {"parent": {"pid": 1}, "parent.name": "x"}}, True),
+        ({"process": {"parent": {"pid": 1}}, "process.parent": {"name": "x"}}, True),
+        ({"process": {"parent": {"name": None}}}, False),
+        ({"process": {"parent": {"pid": 1}}}, False),
+        ({"process": {"parent": None}}, False),
+        ({"process": {"name": "x"}}, False),
+        ({"process": "x"}, False),
+        ({}, False),
+    ],
+)
+def test_deep_field_found_in_any_spelling_and_absent_fast(doc: dict, found: bool) -> None:
+    for query, expected in (
+        ('any where process.parent.name == "x"', found),
+        ('any where process.parent.name : "X"', found),
+        ("any where process.parent.name == null", not found),
+        ('any where process.parent.name != "x"', not found),
+    ):
+        assert bool(flat(query, [{"@timestamp": 1, "id": 1, **doc}])) is expected, (query, doc)
+
+
+@pytest.mark.parametrize(
+    "doc, found",
+    [
+        ({"process": {"pe": {"original_file_name": "x"}}}, True),
+        ({"process": {"pe.original_file_name": "x"}}, True),
+        ({"process": {"pe": {"original_file_name": ["y", "x"]}}}, True),
+        ({"process.pe.original_file_name": "x"}, True),
+        ({"process": {"pe": {"company": "x"}}}, False),
+        ({"process": {"name": "x"}}, False),
+    ],
+)
+def test_four_part_field_found_in_any_spelling(doc: dict, found: bool) -> None:
+    assert (
+        bool(flat('any where process.pe.original_file_name == "x"', [{"@timestamp": 1, "id": 1, **doc}]))
+        is found
+    )
