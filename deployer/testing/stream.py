@@ -161,6 +161,10 @@ class _Stage:
     def on_event(self) -> Callable[[Event, int], None]:
         """What this stage does with each event of the file (in dependency order)."""
         if not self.reads_alerts:
+            if not self.event_times:
+                return self._push_untimed
+            if self.lag is None or not self.subscribers:
+                return self._push_timed
             return self._push_event
         if self.reads_events:
             return self._merge_event
@@ -169,15 +173,22 @@ class _Stage:
     # -- rules over events only
 
     def _push_event(self, event: Event, ts: int) -> None:
-        if self.event_times:
-            matches = self.runner.push(event, ts)
-            if matches:
-                self._handle(matches)
-            self._watermark(ts)
-        else:
-            matches = self.runner.push(event)
-            if matches:
-                self._handle(matches)
+        matches = self.runner.push(event, ts)
+        if matches:
+            self._handle(matches)
+        self._watermark(ts)
+
+    def _push_timed(self, event: Event, ts: int) -> None:
+        # No rule waits on this one's watermarks: the common case, kept to one call.
+        matches = self.runner.push(event, ts)
+        if matches:
+            self._handle(matches)
+
+    def _push_untimed(self, event: Event, ts: int) -> None:
+        # Ordered by another field: the runner reads (and checks the order of) its own time.
+        matches = self.runner.push(event)
+        if matches:
+            self._handle(matches)
 
     def _handle(self, matches: list[Any]) -> None:
         for match in matches:
