@@ -84,9 +84,9 @@ def _getter(path: str) -> Callable[[dict], Any]:
     inner = parts[:-1]
     # Dotted spellings of the rest of the path under the object at each depth ("b.c" under `a`).
     spellings = [tuple(".".join(parts[d:j]) for j in range(d + 2, len(parts) + 1)) for d in range(len(inner))]
-
     last = parts[-1]
-    three = len(parts) == 3
+    # Optional ECS fields (`process.pe.*`, `process.parent.*`, `host.os.type`) are mostly absent;
+    # the general resolver would try every dotted split of the path to say so.
 
     def absent(event: dict, depth: int) -> bool:
         # Nothing on the nested path down to `depth`: absent unless spelled with dots on the way.
@@ -99,9 +99,25 @@ def _getter(path: str) -> Callable[[dict], Any]:
                     return False
         return True
 
+    if len(parts) == 3:
+        a, b = inner
+
+        def get3(event: dict) -> Any:
+            # The loop below, unrolled for the usual three-part ECS path.
+            o = event.get(a)
+            if o.__class__ is dict:
+                o = o.get(b)
+                if o.__class__ is dict:
+                    v = o.get(last, MISSING)
+                    if v is MISSING:
+                        return None if absent(event, 1) else general(event)
+                    return v if v.__class__ is not dict else general(event)
+                return None if o is None and absent(event, 1) else general(event)
+            return None if o is None and absent(event, 0) else general(event)
+
+        return get3
+
     def get(event: dict) -> Any:
-        # Optional ECS fields (`process.parent.*`, `host.os.type`, `process.pe.*`) are mostly
-        # absent; the general resolver would try every dotted split of the path to say so.
         obj = event
         for i, key in enumerate(inner):
             nxt = obj.get(key)
@@ -111,11 +127,8 @@ def _getter(path: str) -> Callable[[dict], Any]:
             if nxt is None and absent(event, i):
                 return None
             return general(event)  # an array of objects, a value in the way, or dotted keys
-        v = obj.get(last, MISSING)
-        if v is MISSING:
-            return None if absent(event, len(inner) - 1) else general(event)
-        if three and v.__class__ is not dict:
-            return v  # what make_getter's three-part fast path returns
+        if last not in obj and absent(event, len(inner) - 1):
+            return None
         return general(event)
 
     return get
@@ -847,6 +860,7 @@ class Runner:
         "_pipes",
         "_check",
         "_tiebreak",
+        "_ts_get",
         "_pos",
         "_prev_ts",
         "_prev_tb",
@@ -859,7 +873,9 @@ class Runner:
         self._pipes = [_Pipe(p) for p in program.query.pipes]
         self._step, self._flush = program._matcher()
         self._check = check_order
-        self._tiebreak = program._tiebreak if program._tb_get is not None else None
+        # Only a checking runner needs the tiebreaker of each event.
+        self._tiebreak = program._tiebreak if program._tb_get is not None and check_order else None
+        self._ts_get = program._ts_get
         self._pos = 0
         self._prev_ts: int | None = None
         self._prev_tb: tuple | None = None
@@ -879,21 +895,22 @@ class Runner:
                 raise RuntimeError("push() after finish()")
             return []
         if ts is None:
-            ts = self._program._event_time(event, pos)
-        if self._check:
-            prev = self._prev_ts
-            tiebreak = self._tiebreak
-            if prev is not None and ts <= prev:
-                if ts < prev:
-                    raise self._program._disorder(pos, ts)
-                if tiebreak is not None:
-                    tb = tiebreak(event)
-                    if self._prev_tb is not None and tb < self._prev_tb:
-                        raise self._program._disorder(pos, ts)
-                    self._prev_tb = tb
-            elif tiebreak is not None:
-                self._prev_tb = tiebreak(event)
-            self._prev_ts = ts
+            # The common shapes (epoch ms, one ISO string) skip the general path with its messages.
+            raw = self._ts_get(event)
+            if raw.__class__ is int:
+                ts = raw
+            else:
+                try:
+                    ts = parse_timestamp(raw)
+                except (ValueError, TypeError):
+                    ts = self._program._timestamp(event, pos)  # raises with the event position
+        prev = self._prev_ts
+        if prev is not None and ts <= prev:
+            if self._check:
+                self._check_tie(event, ts, prev, pos)
+        elif self._tiebreak is not None:
+            self._prev_tb = self._tiebreak(event)
+        self._prev_ts = ts
         out = self._step(ts, event)
         if out and self._pipes:
             for pipe in self._pipes:
@@ -902,6 +919,17 @@ class Runner:
                     # Nothing upstream of a full head can reach the caller any more.
                     self.stopped = True
         return out
+
+    def _check_tie(self, event: dict, ts: int, prev: int, pos: int) -> None:
+        # Same or earlier time than the previous event: the tiebreaker decides, or it is disorder.
+        if ts < prev:
+            raise self._program._disorder(pos, ts)
+        tiebreak = self._tiebreak
+        if tiebreak is not None:
+            tb = tiebreak(event)
+            if self._prev_tb is not None and tb < self._prev_tb:
+                raise self._program._disorder(pos, ts)
+            self._prev_tb = tb
 
     def finish(self) -> list[Match]:
         """End of input: return the matches held for ``| tail`` and trailing missing events (once)."""
@@ -959,16 +987,6 @@ class Program:
         except ValueError as exc:
             raise ValueError(f"event #{position}: {self.timestamp_field}: {exc}") from None
 
-    def _event_time(self, event: dict, position: int) -> int:
-        # The common shapes (epoch ms, one ISO string) skip the general path with its messages.
-        raw = self._ts_get(event)
-        if raw.__class__ is int:
-            return raw
-        try:
-            return parse_timestamp(raw)
-        except (ValueError, TypeError):
-            return self._timestamp(event, position)  # raises with the event position
-
     def _disorder(self, pos: int, ts: int) -> ValueError:
         return ValueError(
             f"event #{pos} is out of order ({self.timestamp_field}={ts}); use Program.run() for unsorted input"
@@ -1001,7 +1019,14 @@ class Program:
         decorated.sort(key=lambda t: (t[0], t[1], t[2]))
         # Sorted here, so the runner need not check the order again.
         runner = Runner(self, check_order=False)
-        yield from self._drive(runner, ((t[3], t[0]) for t in decorated))
+        push = runner.push
+        for ts, _, _, ev in decorated:
+            out = push(ev, ts)
+            if out:
+                yield from out
+            if runner.stopped:
+                break
+        yield from runner.finish()
 
     def run_sorted(self, events: Iterable[dict]) -> Iterator[Match]:
         """Run over events already ordered by (timestamp, tiebreaker), streaming.
@@ -1010,13 +1035,9 @@ class Program:
         the number of events. Raises ValueError at the first event that goes back in time.
         """
         runner = Runner(self)
-        yield from self._drive(runner, ((ev, None) for ev in events))
-
-    @staticmethod
-    def _drive(runner: Runner, events: Iterable[tuple[dict, int | None]]) -> Iterator[Match]:
         push = runner.push
-        for ev, ts in events:
-            out = push(ev, ts)
+        for ev in events:
+            out = push(ev)
             if out:
                 yield from out
             if runner.stopped:
