@@ -75,65 +75,6 @@ def _key_sort(key: tuple) -> tuple:
     return tuple(_sort_token(v) for v in key)
 
 
-def _getter(path: str) -> Callable[[dict], Any]:
-    """``make_getter(path)`` answering None at once when a deep path is absent; anything found goes to it."""
-    general = make_getter(path)
-    parts = tuple(path.split("."))
-    if len(parts) < 3:
-        return general
-    inner = parts[:-1]
-    # Dotted spellings of the rest of the path under the object at each depth ("b.c" under `a`).
-    spellings = [tuple(".".join(parts[d:j]) for j in range(d + 2, len(parts) + 1)) for d in range(len(inner))]
-    last = parts[-1]
-    # Optional ECS fields (`process.pe.*`, `process.parent.*`, `host.os.type`) are mostly absent;
-    # the general resolver would try every dotted split of the path to say so.
-
-    def absent(event: dict, depth: int) -> bool:
-        # Nothing on the nested path down to `depth`: absent unless spelled with dots on the way.
-        obj = event
-        for d in range(depth + 1):
-            if d:
-                obj = obj[inner[d - 1]]
-            for k in spellings[d]:
-                if k in obj:
-                    return False
-        return True
-
-    if len(parts) == 3:
-        a, b = inner
-
-        def get3(event: dict) -> Any:
-            # The loop below, unrolled for the usual three-part ECS path.
-            o = event.get(a)
-            if o.__class__ is dict:
-                o = o.get(b)
-                if o.__class__ is dict:
-                    v = o.get(last, MISSING)
-                    if v is MISSING:
-                        return None if absent(event, 1) else general(event)
-                    return v if v.__class__ is not dict else general(event)
-                return None if o is None and absent(event, 1) else general(event)
-            return None if o is None and absent(event, 0) else general(event)
-
-        return get3
-
-    def get(event: dict) -> Any:
-        obj = event
-        for i, key in enumerate(inner):
-            nxt = obj.get(key)
-            if nxt.__class__ is dict:
-                obj = nxt
-                continue
-            if nxt is None and absent(event, i):
-                return None
-            return general(event)  # an array of objects, a value in the way, or dotted keys
-        if last not in obj and absent(event, len(inner) - 1):
-            return None
-        return general(event)
-
-    return get
-
-
 class _Compiler:
     """Turns AST nodes into closures over events (predicates) or over bound values (expressions)."""
 
@@ -164,7 +105,7 @@ class _Compiler:
         ft = self.ftype(name)
         conv = ft.coercer()
         null_value = ft.null_value
-        get = make_getter(ft.name, keep_missing=True) if null_value is not None else _getter(ft.name)
+        get = make_getter(ft.name, keep_missing=null_value is not None)
 
         if null_value is not None:
             nv = conv(null_value) if conv else null_value
@@ -322,7 +263,7 @@ class _Compiler:
             # Untyped field: read the document directly (the hot path of most rules). The three
             # predicates below repeat their list walk on purpose: a shared helper would add a
             # call per event on the evaluator's hottest path.
-            get = _getter(ft.name)
+            get = make_getter(ft.name)
             if equal_to is not None:
                 lit = equal_to
 
@@ -1097,7 +1038,7 @@ class Program:
         self._format_key = c.key_formatter(seq.keys_for(first_positive))
         cat_type = c.ftype(c.category_field)
         plain = cat_type.coercer() is None and cat_type.null_value is None
-        self._category_read = _getter(cat_type.name) if plain else c.reader(c.category_field)
+        self._category_read = make_getter(cat_type.name) if plain else c.reader(c.category_field)
         # Stages grouped by category, last stage first (the order the state machine needs).
         self._by_category: dict[str, list[_Step]] = {}
         self._any_steps = [s for s in reversed(self._steps) if s.category is None]

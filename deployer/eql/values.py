@@ -259,21 +259,58 @@ def make_getter(path: str | tuple[str, ...], keep_missing: bool = False) -> Call
             return slow(event)
 
         return get2
+    # Deeper paths: a miss on the nested path is answered at once when no dotted spelling of the
+    # rest of the path exists on the way (optional ECS fields such as `process.pe.*` are mostly
+    # absent, and the general resolver would try every dotted split to say so).
+    inner = parts[:-1]
+    last = parts[-1]
+    # Dotted spellings of the rest of the path under the object at each depth ("b.c" under `a`).
+    spellings = [tuple(".".join(parts[d:j]) for j in range(d + 2, len(parts) + 1)) for d in range(len(inner))]
+
+    def absent(event: dict, depth: int) -> bool:
+        # Nothing on the nested path down to `depth`: absent unless spelled with dots on the way.
+        obj = event
+        for d in range(depth + 1):
+            if d:
+                obj = obj[inner[d - 1]]
+            for k in spellings[d]:
+                if k in obj:
+                    return False
+        return True
+
     if len(parts) == 3:
-        a, b, c = parts
+        a, b = inner
 
         def get3(event: dict) -> Any:
+            # The loop below, unrolled for the usual three-part ECS path.
             o = event.get(a)
             if o.__class__ is dict:
                 o = o.get(b)
                 if o.__class__ is dict:
-                    v = o.get(c, MISSING)
-                    if v is not MISSING and v.__class__ is not dict:
-                        return v
-            return slow(event)
+                    v = o.get(last, MISSING)
+                    if v is MISSING:
+                        return miss if absent(event, 1) else slow(event)
+                    return v if v.__class__ is not dict else slow(event)
+                return miss if o is None and absent(event, 1) else slow(event)
+            return miss if o is None and absent(event, 0) else slow(event)
 
         return get3
-    return slow
+
+    def get(event: dict) -> Any:
+        obj = event
+        for i, key in enumerate(inner):
+            nxt = obj.get(key)
+            if nxt.__class__ is dict:
+                obj = nxt
+                continue
+            if nxt is None and absent(event, i):
+                return miss
+            return slow(event)  # an array of objects, a value in the way, or dotted keys
+        if last not in obj and absent(event, len(inner) - 1):
+            return miss
+        return slow(event)
+
+    return get
 
 
 # ---------------------------------------------------------------- mapping types
