@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from deployer import mappings
 from deployer.targets.base import Result, TargetError
 from deployer.targets.opensearch import OpenSearchClient, OpenSearchTarget, deploy
 from deployer.targets.opensearch_compile import COMPOSITE_AGG, CompiledRule, UnsupportedConstruct, trigger_id
@@ -105,55 +106,16 @@ class VerifyReport:
 # ---------------------------------------------------------------- templates
 
 
-def deploy_templates(client: OpenSearchClient, templates: Any) -> int:
+def deploy_templates(client: OpenSearchClient, templates: Mapping[str, Mapping[str, Any]]) -> int:
     """Write component and index templates (component ones first); return how many were written."""
-    component, index = _split_templates(templates)
-    for name, body in component:
-        client.request("PUT", f"/_component_template/{name}", body)
-    for name, body in index:
-        client.request("PUT", f"/_index_template/{name}", body)
-    return len(component) + len(index)
+    return len(mappings.deploy(client.request, templates))
 
 
-def _split_templates(templates: Any) -> tuple[list[tuple[str, Any]], list[tuple[str, Any]]]:
-    # Accept the shapes a template loader can reasonably return: objects with name/kind/body,
-    # (name, kind, body) tuples, or {"component_templates": {...}, "index_templates": {...}}.
-    component: list[tuple[str, Any]] = []
-    index: list[tuple[str, Any]] = []
-
-    def add(name: str, kind: str, body: Any) -> None:
-        (component if "component" in kind else index).append((name, body))
-
-    if isinstance(templates, Mapping):
-        for key, group in templates.items():
-            if isinstance(group, Mapping):
-                for name, body in group.items():
-                    add(str(name), str(key), body)
-        return component, index
-    for item in templates or []:
-        if isinstance(item, tuple | list) and len(item) == 3:
-            add(str(item[0]), str(item[1]), item[2])
-            continue
-        name = getattr(item, "name", None)
-        kind = getattr(item, "kind", None)
-        body = getattr(item, "body", None)
-        if name is None or body is None:
-            raise TargetError(f"unrecognised mapping template entry: {item!r}")
-        add(str(name), str(kind), body)
-    return component, index
-
-
-def load_engine_templates(root: Path, engine: str = "opensearch") -> Any:
+def load_engine_templates(root: Path, engine: str = "opensearch") -> dict[str, dict[str, Any]]:
     """Templates from ``mappings/`` for one engine, via the project's mappings module."""
     try:
-        from deployer.mappings import load_templates
-    except ImportError as exc:  # pragma: no cover - depends on the checkout
-        raise TargetError("mapping templates are not available (deployer.mappings is missing)") from exc
-    from deployer.mappings import MappingsError
-
-    try:
-        return load_templates(root, engine)
-    except MappingsError as exc:
+        return mappings.load_templates(root, engine)
+    except mappings.MappingsError as exc:
         raise TargetError(f"mapping templates: {exc}") from exc
 
 
