@@ -29,6 +29,7 @@ from deployer.eql.values import (
     equals,
     es_string,
     field_type,
+    first_value,
     format_timestamp,
     java_div,
     java_mod,
@@ -917,10 +918,7 @@ class Program:
     # -- ordering
 
     def _timestamp(self, event: dict, position: int) -> int:
-        raw = self._ts_get(event)
-        if raw.__class__ is list:
-            raw = values_of(raw)
-            raw = raw[0] if raw else None
+        raw = first_value(self._ts_get(event))
         if raw is None:
             raise ValueError(f"event #{position} has no {self.timestamp_field} value")
         try:
@@ -936,10 +934,7 @@ class Program:
     def _tiebreak(self, event: dict) -> tuple:
         if self._tb_get is None:
             return (0,)
-        v = self._tb_get(event)
-        if v.__class__ is list:
-            v = values_of(v)
-            v = v[0] if v else None
+        v = first_value(self._tb_get(event))
         # Events without a tiebreaker value sort after those that have one.
         return (1,) if v is None else (0, _sort_token(v))
 

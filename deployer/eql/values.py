@@ -23,6 +23,7 @@ __all__ = [
     "format_timestamp",
     "make_getter",
     "values_of",
+    "first_value",
     "FieldType",
     "field_type",
     "es_string",
@@ -159,6 +160,14 @@ def values_of(raw: Any) -> list[Any]:
         # Already flat and null-free (the common case): no copy.
         return raw
     return [raw]
+
+
+def first_value(raw: Any) -> Any:
+    """The first non-null value of a raw field value (a list's first value), None when it has none."""
+    if raw.__class__ is list:
+        flat = values_of(raw)
+        return flat[0] if flat else None
+    return raw
 
 
 def _resolve(obj: Any, parts: tuple[str, ...], start: int, out: list[Any]) -> bool:

@@ -38,6 +38,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from deployer.eql.values import first_value, make_getter, parse_timestamp
 from deployer.testing.alerts import alerts_for_match
 from deployer.testing.evaluate import (
     EvaluationError,
@@ -129,8 +130,6 @@ class _Stage:
     """One rule in the streaming pass: its runner, its reorder buffer (rules over alerts) and results."""
 
     def __init__(self, evaluator: Evaluator, rule_id: str, target: bool) -> None:
-        from deployer.eql.values import make_getter
-
         self.rule = evaluator.by_id[rule_id]
         self.rule_id = rule_id
         self.program = evaluator.program(self.rule)
@@ -226,12 +225,7 @@ class _Stage:
 
     def _doc_time(self, doc: dict[str, Any]) -> int:
         """The document's time as the program orders it (its `timestamp_field`)."""
-        from deployer.eql.values import parse_timestamp, values_of
-
-        raw = self._ts_get(doc)
-        if raw.__class__ is list:
-            raw = values_of(raw)
-            raw = raw[0] if raw else None
+        raw = first_value(self._ts_get(doc))
         if raw is None:
             raise StreamBroken(f"{self.rule_id}: a document without {self.program.timestamp_field}")
         try:
