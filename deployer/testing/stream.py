@@ -59,8 +59,8 @@ from deployer.testing.events import (
 )
 from deployer.testing.replay import result_for
 
-# Progress is reported every CHUNK_EVENTS * 20 events.
-CHUNK_EVENTS = 512
+# Events read between two progress reports.
+PROGRESS_EVERY = 10_240
 # Results stay in memory up to this size per rule, then spill to a temporary file.
 SPOOL_BYTES = 1 << 20
 # Allocations between young-generation collections during a pass (the default is 700).
@@ -311,7 +311,6 @@ def stream_replay(
     gc.freeze()
     gc.set_threshold(GC_THRESHOLD, threshold[1], threshold[2])
     try:
-        every = CHUNK_EVENTS * 20
         previous = -_INF
         count = 0
         for event, ts in events:
@@ -326,7 +325,7 @@ def stream_replay(
             except Exception as exc:  # noqa: BLE001 - any failure hands the run to the batch replay
                 raise StreamBroken(_describe(exc)) from exc
             count += 1
-            if progress is not None and count % every == 0:
+            if progress is not None and count % PROGRESS_EVERY == 0:
                 progress(count)
         try:
             for stage in all_stages:

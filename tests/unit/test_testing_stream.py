@@ -303,7 +303,6 @@ def test_alert_behind_the_released_order_hands_over_to_the_batch_replay(
     # A dependency that promises far too much: its watermarks run ahead of the alerts it writes
     # later, so a rule over alerts sees a document older than what it has already evaluated.
     monkeypatch.setattr(stream, "_lag", lambda *args: -(10**12))
-    monkeypatch.setattr(stream, "CHUNK_EVENTS", 16)
     rules = _all_rules()
     path = _write(tmp_path, _random_events(6, 600))
     results, fallbacks = _stream(rules, path)
