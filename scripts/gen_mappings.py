@@ -190,7 +190,10 @@ def _ecs_version(ecs_dir: Path) -> str:
 def generate(ecs_dir: Path, repo_root: Path = REPO) -> tuple[dict[str, Any], dict[str, Any]]:
     """Return ({relative path: JSON document}, substitution report) for every engine."""
     version = _ecs_version(ecs_dir)
-    components = sorted((ecs_dir / "component").glob("*.json"))
+    components = [
+        (src.stem, json.loads(src.read_text(encoding="utf-8")))
+        for src in sorted((ecs_dir / "component").glob("*.json"))
+    ]
     if not components:
         raise FileNotFoundError(f"no ECS component templates under {ecs_dir / 'component'}")
     extra = _extra_properties(repo_root / "extra_fields.yaml")
@@ -204,9 +207,7 @@ def generate(ecs_dir: Path, repo_root: Path = REPO) -> tuple[dict[str, Any], dic
     for engine in ENGINES:
         engine_report: dict[str, list[str]] = {}
         names: list[str] = []
-        for src in components:
-            body = json.loads(src.read_text(encoding="utf-8"))
-            fieldset = src.stem
+        for fieldset, body in components:
             name = f"{COMPONENT_PREFIX}{fieldset}"
             props = body["template"]["mappings"].get("properties", {})
             files[f"{engine}/component/{name}.json"] = {
