@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from deployer.targets.base import ProgressCallback, Result, TargetError
-from deployer.targets.http import RetryPolicy, safe_url
+from deployer.targets.http import RETRY_STATUSES, RetryPolicy, safe_url
 from deployer.targets.opensearch_compile import (
     NAME_PREFIX,
     OWNER_KEY,
@@ -35,7 +35,6 @@ if TYPE_CHECKING:
     from deployer.targets.plan import Plan
 
 ALERTING = "/_plugins/_alerting"
-RETRY_STATUSES = frozenset({429, 502, 503, 504})
 
 
 class OpenSearchError(TargetError):
