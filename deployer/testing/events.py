@@ -249,19 +249,6 @@ def _json_kind(value: Any) -> str:
     return "a number"
 
 
-def check_event(
-    event: dict[str, Any],
-    *,
-    source: str,
-    line: int,
-    field_types: FieldTypeLookup | None = None,
-) -> None:
-    """Check @timestamp and, with a registry lookup, every field's type; coerce in place as Elasticsearch would."""
-    _check_timestamp(event, source, line)
-    if field_types is not None:
-        FieldChecker(field_types).check(event, source, line)
-
-
 def _check_timestamp(event: dict[str, Any], source: str, line: int) -> int:
     """Validate `@timestamp` and return it in epoch ms."""
     try:
