@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from deployer.eql import ast
+from deployer.rules import attack
 
 # Seed documents: analytic/detection-strategy steps the content is measured against.
 SEEDS: dict[str, dict[str, Any]] = {
@@ -52,21 +53,9 @@ OPEN_ARGS = "open-args"
 SPAWN = "spawn"
 NETWORK = "network"
 
+# Navigator's tactic short names ("command-and-control") follow from the tactic names.
 TACTIC_SHORTNAMES: dict[str, str] = {
-    "TA0043": "reconnaissance",
-    "TA0042": "resource-development",
-    "TA0001": "initial-access",
-    "TA0002": "execution",
-    "TA0003": "persistence",
-    "TA0004": "privilege-escalation",
-    "TA0005": "defense-evasion",
-    "TA0006": "credential-access",
-    "TA0007": "discovery",
-    "TA0008": "lateral-movement",
-    "TA0009": "collection",
-    "TA0011": "command-and-control",
-    "TA0010": "exfiltration",
-    "TA0040": "impact",
+    tid: name.lower().replace(" ", "-") for tid, name in attack.TACTICS.items()
 }
 NAVIGATOR_PLATFORMS = {"windows": "Windows", "linux": "Linux", "macos": "macOS"}
 
@@ -186,7 +175,7 @@ class CoverageReport:
 
 
 def _field_names(node: ast.Node) -> set[str]:
-    return {".".join(f.path) for f in ast.field_refs(node)}
+    return {f.name for f in ast.field_refs(node)}
 
 
 def _string_values(node: ast.Node) -> set[str]:
