@@ -184,8 +184,6 @@ def _validate_parallel(
     files: list[Path], ctx: _Context, workers: int
 ) -> list[tuple[list[Finding], list[_Ident]]]:
     global _WORKER_CONTEXT
-    if "fork" not in multiprocessing.get_all_start_methods():
-        return [_validate_files(files, ctx)]
     # Build everything shared before forking so workers inherit it instead of rebuilding it:
     # the EQL grammar, the schema validator and the mapped-field set.
     _parse("any where true")
@@ -1282,12 +1280,8 @@ def check_fixtures(rule: RuleFile, ctx: _Context) -> Iterator[Finding]:
 # ---------------------------------------------------------------- across files
 
 
-def check_duplicates(rules: list[RuleFile]) -> list[Finding]:
-    """rule_id and name are unique across files; each file in a clash is told about the others."""
-    return _duplicates([_ident(rule) for rule in rules])
-
-
 def _duplicates(idents: list[_Ident]) -> list[Finding]:
+    """rule_id and name are unique across files; each file in a clash is told about the others."""
     out: list[Finding] = []
     for label in ("rule_id", "name"):
         groups: dict[str, list[_Ident]] = {}
