@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from opensearch_support import eql_rule
 
 from deployer.eql.parser import parse
 from deployer.targets.opensearch import normalise, same_body
@@ -34,18 +35,7 @@ def dsl(condition: str) -> dict[str, Any]:
 
 
 def rule(query: str, **extra: Any) -> dict[str, Any]:
-    body = {
-        "rule_id": "r-1",
-        "name": "Test rule",
-        "type": "eql",
-        "language": "eql",
-        "query": query,
-        "index": ["logs-endpoint.events.*"],
-        "severity": "high",
-        "risk_score": 73,
-    }
-    body.update(extra)
-    return body
+    return eql_rule("r-1", query, **{"name": "Test rule", **extra})
 
 
 SEQ = """

@@ -6,6 +6,7 @@ import copy
 from typing import Any
 
 import pytest
+from opensearch_support import eql_rule
 
 from deployer.targets.base import Target
 from deployer.targets.config import TargetConfig
@@ -31,18 +32,7 @@ sequence by process.entity_id with maxspan=30s
 
 
 def rule(rule_id: str, query: str = SEQ, **extra: Any) -> dict[str, Any]:
-    body = {
-        "rule_id": rule_id,
-        "name": f"Rule {rule_id}",
-        "type": "eql",
-        "language": "eql",
-        "query": query,
-        "index": ["logs-endpoint.events.*"],
-        "severity": "high",
-        "risk_score": 73,
-    }
-    body.update(extra)
-    return body
+    return eql_rule(rule_id, query, **extra)
 
 
 def stored(monitor: dict[str, Any]) -> dict[str, Any]:

@@ -1,20 +1,18 @@
 """`dac plan` / `dac deploy` against OpenSearch list the rules the compiler refuses, never drop them.
 
-The cluster is the in-process model of the Alerting API from test_opensearch_client.py, reached
+The cluster is the in-process model of the Alerting API from opensearch_support.py, reached
 over HTTP, so the commands run exactly as they do against a real cluster.
 """
 
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from test_opensearch_client import AlertingModel, Handler
+from opensearch_support import AlertingModel, serve_alerting
 
 from deployer.cli import main
 
@@ -60,16 +58,8 @@ metadata:
 
 @pytest.fixture
 def cluster() -> Iterator[tuple[str, AlertingModel]]:
-    model = AlertingModel()
-    handler = type("BoundHandler", (Handler,), {"model": model})
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}", model
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with serve_alerting() as served:
+        yield served
 
 
 def _repo(tmp_path: Path, url: str, exclude: list[str] | None = None) -> Path:
