@@ -19,6 +19,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+# One timestamp parser for the whole tool: the evaluator's, so the reader accepts exactly what
+# the evaluator orders by.
+from deployer.eql.values import es_string, parse_timestamp
+
 GZIP_MAGIC = b"\x1f\x8b"
 TIMESTAMP_FIELD = "@timestamp"
 
@@ -59,16 +63,6 @@ class Event(dict):
 def display_name(path: str | Path) -> str:
     """How a source is named in messages: `<stdin>` for `-`, else the path as given."""
     return "<stdin>" if str(path) == "-" else str(path)
-
-
-def _parse_timestamp(value: Any) -> Any:
-    # One timestamp parser for the whole tool: the evaluator's, so the reader accepts exactly what
-    # the evaluator orders by. Imported on first use (the evaluator is heavy), then kept.
-    global _parse_timestamp
-    from deployer.eql.values import parse_timestamp
-
-    _parse_timestamp = parse_timestamp
-    return parse_timestamp(value)
 
 
 def default_field_types() -> FieldTypeLookup | None:
@@ -262,7 +256,7 @@ def _check_timestamp(event: dict[str, Any], source: str, line: int) -> int:
             source, line, f"{TIMESTAMP_FIELD} must be an ISO-8601 string or epoch milliseconds, got {ts!r}"
         )
     try:
-        return _parse_timestamp(ts)
+        return parse_timestamp(ts)
     except (ValueError, TypeError, OverflowError) as exc:
         raise EventsError(
             source,
@@ -468,7 +462,7 @@ def _coerce(value: Any, name: str, ftype: str, source: str, line: int) -> Any:
         if isinstance(value, bool) or not isinstance(value, str | int | float):
             raise reject("is not a date")
         try:
-            _parse_timestamp(value)
+            parse_timestamp(value)
         except (ValueError, TypeError, OverflowError):
             raise reject("is not an ISO-8601 date or epoch milliseconds") from None
         return value
@@ -478,8 +472,6 @@ def _coerce(value: Any, name: str, ftype: str, source: str, line: int) -> Any:
         if isinstance(value, str):
             return value
         if isinstance(value, bool | int | float):
-            from deployer.eql.values import es_string
-
             return es_string(value)
         raise reject("is not a scalar")
     return value
