@@ -19,9 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
-
-import jsonschema
+from typing import TYPE_CHECKING, Any
 
 from deployer.config import Config
 from deployer.ecs import registry as ecs_registry
@@ -32,6 +30,9 @@ from deployer.rules import attack, fastschema
 from deployer.rules.findings import ERROR, WARNING, Finding, sort_key
 from deployer.rules.kibana_fields import SERVER_FIELDS
 from deployer.rules.loader import RuleFile, discover_rule_files, load_rule_file
+
+if TYPE_CHECKING:
+    import jsonschema
 
 # schemas/rule.schema.json is the one source of truth; the package links to it so an installed
 # (non-editable) build carries the same file.
@@ -254,6 +255,10 @@ def _inlined_schema() -> dict[str, Any]:
 
 @lru_cache(maxsize=1)
 def _validator() -> jsonschema.Draft202012Validator:
+    # Imported here: jsonschema only runs for a rule the fast check rejects, and importing it
+    # is a noticeable share of a clean run.
+    import jsonschema
+
     return jsonschema.Draft202012Validator(_inlined_schema())
 
 
