@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from deployer.eql.values import parse_timestamp
 from deployer.testing.alerts import alerts_for_matches, get_path, is_alerts_pattern
 
 
@@ -162,14 +163,11 @@ class Evaluator:
 
     def prepare(self, targets: Iterable[str]) -> None:
         """Check the dependency graph and compile every rule the targets need, before any evaluation."""
-        for rule_id in self._closure(targets):
+        for rule_id in self.order(targets):
             self.program(self.by_id[rule_id])
 
     def order(self, targets: Iterable[str]) -> list[str]:
         """The targets and what they depend on, dependencies first; raises `EvaluationError` on a bad graph."""
-        return self._closure(targets)
-
-    def _closure(self, targets: Iterable[str]) -> list[str]:
         order = closure(targets, self.by_id)
         for rule_id in order:
             if rule_id in self._duplicates:
@@ -188,7 +186,7 @@ class Evaluator:
     def evaluate(self, targets: Iterable[str], events: Sequence[dict[str, Any]]) -> Iterator[RuleOutcome]:
         """Evaluate the targets (and what they depend on) over the events; yield outcomes in dependency order."""
         wanted = set(targets)
-        order = self._closure(wanted)
+        order = self.order(wanted)
         # Alerts are synthesised only for rules something else reads them from.
         feeds = {dep for rule_id in order for dep in depends_on(self.by_id[rule_id])}
         outcomes: dict[str, RuleOutcome] = {}
@@ -201,7 +199,7 @@ class Evaluator:
                     stream.extend(outcomes[dep].alerts)
                 if reads_events:
                     # Events and alerts share one time line; a stable sort keeps file order on ties.
-                    stream.sort(key=_time_key)
+                    stream.sort(key=time_key)
             try:
                 matches = list(self.program(rule).run(stream))
             except EvaluationError:
@@ -215,7 +213,7 @@ class Evaluator:
                     kind == "sequence" if kind else is_sequence_query(str(rule.kibana.get("query", "")))
                 )
                 outcome.alerts = alerts_for_matches(rule, matches, sequence=sequence)
-                outcome.alerts.sort(key=_time_key)
+                outcome.alerts.sort(key=time_key)
             outcomes[rule_id] = outcome
             if rule_id in wanted:
                 yield outcome
@@ -229,7 +227,7 @@ def _compile_message(rule: RuleLike, exc: Exception) -> str:
     if not isinstance(exc, EqlError):
         # Not a query error but a failure inside the compiler: name it so it can be reported.
         return f"{what}: {type(exc).__name__}: {exc}"
-    if isinstance(exc, EqlError) and exc.line is not None and hasattr(rule, "query_position"):
+    if exc.line is not None and hasattr(rule, "query_position"):
         try:
             line, col = rule.query_position(exc.line, exc.column or 1)
         except Exception:  # noqa: BLE001 - a position is a convenience; the message stands without it
@@ -241,12 +239,6 @@ def _compile_message(rule: RuleLike, exc: Exception) -> str:
 
 def time_key(doc: dict[str, Any]) -> Any:
     """How events and alerts are merged onto one time line: `@timestamp` in epoch ms (0 when unparsable)."""
-    return _time_key(doc)
-
-
-def _time_key(doc: dict[str, Any]) -> Any:
-    from deployer.eql.values import parse_timestamp
-
     try:
         return parse_timestamp(doc.get("@timestamp"))
     except (ValueError, TypeError, OverflowError):
