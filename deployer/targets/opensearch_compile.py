@@ -653,7 +653,7 @@ def _compile_sequence(rid: str, rule: Mapping[str, Any], seq: ast.Sequence) -> C
     severity = SEVERITY.get(str(rule.get("severity", "medium")).lower(), "3")
     trigger = {
         "bucket_level_trigger": {
-            "id": _trigger_id(rid),
+            "id": trigger_id(rid),
             "name": name,
             "severity": severity,
             "condition": {
@@ -697,14 +697,10 @@ def _compile_sequence(rid: str, rule: Mapping[str, Any], seq: ast.Sequence) -> C
     )
 
 
-def _trigger_id(rule_id: str) -> str:
-    # A stable trigger id makes `_execute` results and alerts addressable across redeploys.
-    return "dac-" + hashlib.sha256(rule_id.encode()).hexdigest()[:20]
-
-
 def trigger_id(rule_id: str) -> str:
     """The trigger id the compiled monitor of ``rule_id`` carries."""
-    return _trigger_id(rule_id)
+    # A stable trigger id makes `_execute` results and alerts addressable across redeploys.
+    return "dac-" + hashlib.sha256(rule_id.encode()).hexdigest()[:20]
 
 
 @dataclass
