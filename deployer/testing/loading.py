@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from deployer.rules.findings import ERROR, Finding
 from deployer.testing.evaluate import depends_on
 
 DEFAULT_RULES_DIR = Path("detections")
@@ -21,31 +22,9 @@ class LoadedRules:
     errors: list[str] = field(default_factory=list)
 
 
-def format_finding(finding: Any) -> str:
-    """A finding as `path:line:col: rule_id: message (hint)`."""
-    if hasattr(finding, "format_text"):
-        return finding.format_text()
-    where = str(getattr(finding, "path", "") or "")
-    line = getattr(finding, "line", None)
-    col = getattr(finding, "column", None)
-    if line:
-        where += f":{line}"
-        if col:
-            where += f":{col}"
-    parts = [where] if where else []
-    rule_id = getattr(finding, "rule_id", None)
-    if rule_id:
-        parts.append(str(rule_id))
-    message = str(getattr(finding, "message", finding))
-    hint = getattr(finding, "hint", None)
-    if hint:
-        message += f" ({hint})"
-    parts.append(message)
-    return ": ".join(parts)
-
-
-def _is_error(finding: Any) -> bool:
-    return str(getattr(finding, "severity", "error")).lower() == "error"
+def format_finding(finding: Finding) -> str:
+    """A finding as `path:line:col: rule_id: message (hint: ...) [code]` (`Finding.format_text`)."""
+    return finding.format_text()
 
 
 def load_rules(paths: Sequence[Path], *, default_dir: Path = DEFAULT_RULES_DIR) -> LoadedRules:
@@ -54,7 +33,7 @@ def load_rules(paths: Sequence[Path], *, default_dir: Path = DEFAULT_RULES_DIR) 
 
     result = load_rule_files(list(paths))
     out = LoadedRules()
-    out.errors = [format_finding(f) for f in result.findings if _is_error(f)]
+    out.errors = [f.format_text() for f in result.findings if f.severity == ERROR]
     first_seen: dict[str, Any] = {}
     for rule in result.rules:
         rule_id = rule.rule_id
