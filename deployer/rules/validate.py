@@ -1287,37 +1287,35 @@ def check_fixtures(rule: RuleFile, ctx: _Context) -> Iterator[Finding]:
 def _duplicates(idents: list[_Ident]) -> list[Finding]:
     """rule_id and name are unique across files; each file in a clash is told about the others."""
     out: list[Finding] = []
-    for label in ("rule_id", "name"):
+    for label, hint in (
+        ("rule_id", "rule_id must be unique: generate a new UUID for the copy"),
+        ("name", "give each rule a distinct name so analysts can tell alerts apart"),
+    ):
+        line = f"{label}_line"  # _Ident holds each value's line beside it
         groups: dict[str, list[_Ident]] = {}
         for ident in idents:
-            value = ident.rule_id if label == "rule_id" else ident.name
+            value = getattr(ident, label)
             if value:
+                # Names clash regardless of case and surrounding spaces; rule_ids exactly.
                 groups.setdefault(value if label == "rule_id" else value.strip().lower(), []).append(ident)
         for group in groups.values():
             if len(group) < 2:
                 continue
             for ident in group:
-                line = ident.rule_id_line if label == "rule_id" else ident.name_line
                 others = ", ".join(
-                    f"{o.path}:{o.rule_id_line if label == 'rule_id' else o.name_line}"
+                    f"{o.path}:{getattr(o, line)}"
                     for o in sorted(group, key=lambda g: g.path)
                     if o is not ident
-                )
-                shown = ident.rule_id if label == "rule_id" else ident.name
-                hint = (
-                    "rule_id must be unique: generate a new UUID for the copy"
-                    if label == "rule_id"
-                    else "give each rule a distinct name so analysts can tell alerts apart"
                 )
                 out.append(
                     Finding(
                         ident.path,
-                        line,
+                        getattr(ident, line),
                         1,
                         ident.rule_id,
                         "duplicate",
                         ERROR,
-                        f"{label} {shown!r} is also used by {others}",
+                        f"{label} {getattr(ident, label)!r} is also used by {others}",
                         hint,
                     )
                 )
