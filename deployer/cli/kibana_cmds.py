@@ -177,19 +177,15 @@ def _load_rules(
     loaded = load_rule_files(paths)
     findings = list(loaded.findings)
     if full_validation:
-        try:
-            validate_mod = importlib.import_module("deployer.rules.validate")
-        except ImportError:
-            validate_mod = None
-        if validate_mod is not None and hasattr(validate_mod, "validate"):
-            from deployer.config import ConfigError, load_config
-            from deployer.targets.base import TargetError
+        from deployer.config import ConfigError, load_config
+        from deployer.rules.validate import validate
+        from deployer.targets.base import TargetError
 
-            try:
-                findings = list(validate_mod.validate(paths, load_config(config_path)))
-            except (ConfigError, OSError, ValueError) as e:
-                # A broken configuration or extra-fields file: an environment error, not a finding.
-                raise TargetError(f"cannot validate the rules: {e}") from None
+        try:
+            findings = list(validate(paths, load_config(config_path)))
+        except (ConfigError, OSError, ValueError) as e:
+            # A broken configuration or extra-fields file: an environment error, not a finding.
+            raise TargetError(f"cannot validate the rules: {e}") from None
     seen: dict[str, Any] = {}
     for rule in loaded.rules:
         if not rule.rule_id:
