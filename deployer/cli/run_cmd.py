@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from deployer.cli.common import EXIT_FAIL, EXIT_OK, fail
 from deployer.testing.loading import DEFAULT_RULES_DIR
 
 
@@ -46,7 +47,7 @@ def run(events_path: str, rule_paths: tuple[Path, ...]) -> None:
     if loaded.errors:
         for message in loaded.errors:
             click.echo(f"error: {message}", err=True)
-        sys.exit(1)
+        sys.exit(EXIT_FAIL)
     if not loaded.rules:
         raise click.UsageError("no rule files found under " + ", ".join(str(p) for p in rule_paths))
 
@@ -66,15 +67,10 @@ def run(events_path: str, rule_paths: tuple[Path, ...]) -> None:
     except BrokenPipeError:
         # The reader stopped early (`dac run ... | head`): not an error.
         sys.stderr.close()
-        sys.exit(0)
-    except EventsError as exc:
+        sys.exit(EXIT_OK)
+    except (EventsError, EvaluationError) as exc:
         status.stop()
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
-    except EvaluationError as exc:
-        status.stop()
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
+        fail(str(exc), EXIT_FAIL)
     finally:
         status.stop()
     sys.stdout.flush()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from deployer.cli.common import EXIT_ENV, EXIT_FAIL, EXIT_OK, fail, format_option
 from deployer.testing.loading import DEFAULT_RULES_DIR
 
 
@@ -20,13 +21,9 @@ from deployer.testing.loading import DEFAULT_RULES_DIR
     type=click.Path(dir_okay=False, path_type=Path),
     help="Also write the results as JUnit XML to this file.",
 )
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["text", "json", "github"]),
-    default="text",
-    show_default=True,
-    help="Human table, one JSON document for machines, or GitHub Actions annotations on failing tests.",
+@format_option(
+    "Human table, one JSON document for machines, or GitHub Actions annotations on failing tests.",
+    choices=("text", "json", "github"),
 )
 def test(paths: tuple[Path, ...], junit_path: Path | None, fmt: str) -> None:
     """Run the fixture tests of the rules under PATH... (default: detections/)."""
@@ -70,16 +67,14 @@ def test(paths: tuple[Path, ...], junit_path: Path | None, fmt: str) -> None:
             results = run_rule_tests(loaded.rules, library=loaded.library)
     except EvaluationError as exc:
         # Only raised outside a single test (e.g. the field registry cannot load).
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
+        fail(str(exc), EXIT_FAIL)
     elapsed = time.perf_counter() - started
 
     if junit_path is not None:
         try:
             write_junit(results, junit_path)
         except OSError as exc:
-            click.echo(f"error: cannot write {junit_path}: {exc.strerror or exc}", err=True)
-            sys.exit(2)
+            fail(f"cannot write {junit_path}: {exc.strerror or exc}", EXIT_ENV)
 
     failed = any(r.status != "pass" for r in results) or bool(loaded.errors)
     if fmt == "json":
@@ -88,7 +83,7 @@ def test(paths: tuple[Path, ...], junit_path: Path | None, fmt: str) -> None:
         _print_github(results, loaded.errors, elapsed)
     else:
         _print_text(results, loaded.errors, elapsed)
-    sys.exit(1 if failed else 0)
+    sys.exit(EXIT_FAIL if failed else EXIT_OK)
 
 
 def _summary(results: list, load_errors: list[str], elapsed: float) -> dict:
