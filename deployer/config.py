@@ -94,9 +94,11 @@ def load_config(path: str | Path | None = None) -> Config:
         text = config_path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read: {exc}", config_path) from exc
+    loader = yaml.SafeLoader(text)
     try:
-        root_node = yaml.compose(text, Loader=yaml.SafeLoader)
-        raw = yaml.safe_load(text) if root_node is not None else None
+        # One parse: the node tree gives the key lines for messages, and the data is built from it.
+        root_node = loader.get_single_node()
+        raw = loader.construct_document(root_node) if root_node is not None else None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         raise ConfigError(
@@ -104,6 +106,8 @@ def load_config(path: str | Path | None = None) -> Config:
         ) from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"invalid YAML: {exc}", config_path) from exc
+    finally:
+        loader.dispose()
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
