@@ -36,7 +36,7 @@ Item = Any  # a tuple whose first element is the timestamp in ms
 class SequenceMatcher:
     """Per-key, per-stage state machine over the positive stages of a sequence."""
 
-    __slots__ = ("stages", "maxspan", "state", "_last_sweep", "_since_sweep")
+    __slots__ = ("stages", "maxspan", "state")
 
     def __init__(self, stages: int, maxspan: int | None = None) -> None:
         if stages < 1:
@@ -45,8 +45,6 @@ class SequenceMatcher:
         self.maxspan = maxspan
         # key -> list of pending slots, one per stage but the last: (first_ts, items)
         self.state: dict[Key, list[tuple[int, tuple[Item, ...]] | None]] = {}
-        self._last_sweep: int | None = None
-        self._since_sweep = 0
 
     def advance(self, stage: int, key: Key, ts: int, item: Item) -> tuple[Item, ...] | None:
         """Feed ``item`` as a match of ``stage`` under ``key``; return the completed sequence, if any."""
@@ -80,19 +78,11 @@ class SequenceMatcher:
         """An ``until`` event for ``key``: every pending sequence of that key is abandoned."""
         self.state.pop(key, None)
 
-    def tick(self, now: int) -> None:
-        """Note the newest timestamp; sweeps expired partial sequences now and then (amortised O(1))."""
-        if self.maxspan is None:
-            return
-        self._since_sweep += 1
-        if self._last_sweep is None:
-            self._last_sweep = now
-            return
-        if now - self._last_sweep > self.maxspan and self._since_sweep * 2 >= len(self.state):
-            self.sweep(now)
-
     def sweep(self, now: int) -> None:
-        """Drop partial sequences that can no longer complete within maxspan of ``now``."""
+        """Drop partial sequences that can no longer complete within maxspan of ``now``.
+
+        The caller decides when (the engine sweeps once per maxspan of stream time).
+        """
         if self.maxspan is None:
             return
         horizon = now - self.maxspan
@@ -109,8 +99,6 @@ class SequenceMatcher:
                 dead.append(key)
         for key in dead:
             del self.state[key]
-        self._last_sweep = now
-        self._since_sweep = 0
 
     def pending_count(self) -> int:
         """Number of partial sequences held (for tests and memory checks)."""
