@@ -169,8 +169,6 @@ def verify(
     try:
         client = _client(opensearch_url, ca_cert, insecure, timeout)
         try:
-            if not search_only:
-                client.require_alerting()
             templates = None if no_mappings else load_engine_templates(root, "opensearch")
             with _status(fmt == "text" and sys.stderr.isatty(), total, "replaying fixtures") as step:
                 report = run_verify(
