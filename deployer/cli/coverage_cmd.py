@@ -23,6 +23,7 @@ from deployer.cli.common import DEFAULT_RULES_DIR, EXIT_ENV, fail, format_option
 def coverage(paths: tuple[Path, ...], fmt: str, navigator_path: Path | None) -> None:
     """Show what the rules under PATH... cover (default: detections/)."""
     from deployer.coverage import compute, navigator_layer, render_text
+    from deployer.rules.findings import ERROR
     from deployer.rules.loader import load_rule_files
 
     if not paths:
@@ -30,11 +31,7 @@ def coverage(paths: tuple[Path, ...], fmt: str, navigator_path: Path | None) -> 
             raise click.UsageError(f"no {DEFAULT_RULES_DIR}/ here; pass the rule files or directories")
         paths = (Path(DEFAULT_RULES_DIR),)
     loaded = load_rule_files(list(paths))
-    errors = [
-        f.format_text() if hasattr(f, "format_text") else str(f)
-        for f in loaded.findings
-        if str(getattr(f, "severity", "error")).lower() == "error"
-    ]
+    errors = [f.format_text() for f in loaded.findings if f.severity == ERROR]
     rules = [r for r in loaded.rules if r.rule_id]
     if not rules and not errors:
         raise click.UsageError("no rule files found under " + ", ".join(str(p) for p in paths))
