@@ -31,9 +31,7 @@ def validate(paths: tuple[Path, ...], fmt: str, config_path: Path | None, strict
     config, targets = load_repo_config(config_path, paths)
     try:
         findings = validate_rules(targets, config, jobs=jobs)
-    except FileNotFoundError as exc:
-        raise click.UsageError(str(exc)) from exc
-    except ExtraFieldsError as exc:
+    except (FileNotFoundError, ExtraFieldsError) as exc:
         raise click.UsageError(str(exc)) from exc
     output = format_findings(findings, fmt)
     if output:
