@@ -207,21 +207,16 @@ class _Compiler:
             return fast
         return self._generic_leaf(expr)
 
-    def _field_of(self, expr: ast.Expr) -> ast.Field | None:
-        if isinstance(expr, ast.Field):
-            return expr
-        return None
-
     def _fast_leaf(self, expr: ast.Expr) -> Pred | None:
         if isinstance(expr, ast.Field):
             return self._quantified(expr.name, lambda v: v is True)
         if isinstance(expr, ast.Comparison):
             left, right, op = expr.left, expr.right, expr.op
-            if isinstance(left, ast.Literal) and self._field_of(right) is not None:
+            if isinstance(left, ast.Literal) and isinstance(right, ast.Field):
                 left, right = right, left
                 op = {"<": ">", "<=": ">=", ">": "<", ">=": "<="}.get(op, op)
-            f = self._field_of(left)
-            if f is None or not isinstance(right, ast.Literal):
+            f = left
+            if not isinstance(f, ast.Field) or not isinstance(right, ast.Literal):
                 return None
             read = self.reader(f.name)
             if isinstance(right, ast.NullLiteral):
@@ -238,14 +233,14 @@ class _Compiler:
             equal_to = right.value if op == "==" and isinstance(right.value, str) else None
             return self._quantified(f.name, test, equal_to)
         if isinstance(expr, ast.PatternMatch):
-            f = self._field_of(expr.expr)
-            if f is None:
+            f = expr.expr
+            if not isinstance(f, ast.Field):
                 return None
             match = self._pattern(expr, lucene=True)
             return self._quantified(f.name, lambda v: match(v if v.__class__ is str else es_string(v)))
         if isinstance(expr, ast.InList):
-            f = self._field_of(expr.expr)
-            if f is None or not all(isinstance(v, ast.Literal) for v in expr.values):
+            f = expr.expr
+            if not isinstance(f, ast.Field) or not all(isinstance(v, ast.Literal) for v in expr.values):
                 return None
             return self._quantified(f.name, self._in_test(f.name, expr))
         return None
