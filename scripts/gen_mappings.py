@@ -44,6 +44,8 @@ from typing import Any
 
 import yaml
 
+from deployer.ecs.registry import load_extra_fields
+
 REPO = Path(__file__).resolve().parents[1]
 ENGINES = ("elasticsearch", "elasticsearch-core", "opensearch")
 ALERTS_PREFIXES = (".alerts-security", ".internal.alerts-security")
@@ -147,11 +149,9 @@ def _extra_properties(extra_path: Path) -> dict[str, Any]:
     """Nested mapping properties for the repository's extra fields (empty when the file is absent)."""
     if not extra_path.is_file():
         return {}
-    data = yaml.safe_load(extra_path.read_text(encoding="utf-8")) or {}
     root: dict[str, Any] = {}
-    for name in sorted(data):
-        spec = data[name]
-        ftype = spec.get("type") if isinstance(spec, dict) else spec
+    for name, info in sorted(load_extra_fields(extra_path).items()):
+        ftype = info.type
         if ftype not in _EXTRA_TYPES:
             raise ValueError(f"{extra_path}: {name}: unsupported type {ftype!r}")
         node = root
