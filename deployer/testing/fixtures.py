@@ -128,11 +128,8 @@ def run_rule_tests(
     event_cache: dict[Path, list[dict[str, Any]] | EventsError] = {}
     results: list[TestResult] = []
     for rule in rules:
-        tests = (rule.metadata or {}).get("tests") or []
-        if not isinstance(tests, list):
-            tests = []
         rule_path = Path(getattr(rule, "path", "") or ".")
-        for index, test in enumerate(tests):
+        for index, test in enumerate(_tests_of(rule)):
             result = _run_one(rule, rule_path, index, test, evaluator, event_cache, types)
             results.append(result)
             if on_result is not None:
@@ -142,11 +139,13 @@ def run_rule_tests(
 
 def count_tests(rules: Sequence[RuleLike]) -> int:
     """How many fixture tests the rules declare (for progress display)."""
-    total = 0
-    for rule in rules:
-        tests = (rule.metadata or {}).get("tests") or []
-        total += len(tests) if isinstance(tests, list) else 0
-    return total
+    return sum(len(_tests_of(rule)) for rule in rules)
+
+
+def _tests_of(rule: RuleLike) -> list[Any]:
+    """A rule's `metadata.tests` entries (none when the value is not a list)."""
+    tests = (rule.metadata or {}).get("tests") or []
+    return tests if isinstance(tests, list) else []
 
 
 def _run_one(
