@@ -42,9 +42,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from deployer.ecs.registry import load_extra_fields
+from deployer.rules.loader import load_rule_files
 
 REPO = Path(__file__).resolve().parents[1]
 ENGINES = ("elasticsearch", "elasticsearch-core", "opensearch")
@@ -166,12 +165,9 @@ def _extra_properties(extra_path: Path) -> dict[str, Any]:
 def _source_patterns(detections: Path) -> list[str]:
     """The non-alert index patterns the rules read, plus the defaults for the supported sources."""
     patterns = set(DEFAULT_SOURCE_PATTERNS)
-    for path in sorted(detections.rglob("*.y*ml")) if detections.is_dir() else []:
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (yaml.YAMLError, UnicodeDecodeError):
-            continue
-        index = data.get("index") if isinstance(data, dict) else None
+    rules = load_rule_files([detections]).rules if detections.is_dir() else []
+    for rule in rules:
+        index = rule.data.get("index")
         for pattern in index if isinstance(index, list) else []:
             if (
                 isinstance(pattern, str)
