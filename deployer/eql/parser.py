@@ -26,6 +26,7 @@ from lark.lexer import Lexer
 
 from . import ast
 from .errors import EqlSyntaxError
+from .functions import FUNCTIONS as _FUNCTION_SPECS
 
 __all__ = ["parse", "FUNCTIONS", "KEYWORDS"]
 
@@ -54,25 +55,10 @@ KEYWORDS: dict[str, str] = {
     "with": "WITH",
 }
 
-# Elasticsearch's EQL function registry: lower-case name → (canonical name, min args, max args
-# or None for varargs, accepts the case-insensitive `~` variant).
+# Elasticsearch's EQL function registry (the evaluator's, in `functions`): lower-case name →
+# (canonical name, min args, max args or None for varargs, accepts the case-insensitive `~` variant).
 FUNCTIONS: dict[str, tuple[str, int, int | None, bool]] = {
-    "add": ("add", 2, 2, False),
-    "between": ("between", 3, 4, True),
-    "cidrmatch": ("cidrMatch", 2, None, False),
-    "concat": ("concat", 1, None, False),
-    "divide": ("divide", 2, 2, False),
-    "endswith": ("endsWith", 2, 2, True),
-    "indexof": ("indexOf", 2, 3, True),
-    "length": ("length", 1, 1, False),
-    "modulo": ("modulo", 2, 2, False),
-    "multiply": ("multiply", 2, 2, False),
-    "number": ("number", 1, 2, False),
-    "startswith": ("startsWith", 2, 2, True),
-    "string": ("string", 1, 1, False),
-    "stringcontains": ("stringContains", 2, 2, True),
-    "substring": ("substring", 2, 3, False),
-    "subtract": ("subtract", 2, 2, False),
+    key: (spec.name, spec.min_args, spec.max_args, spec.case_aware) for key, spec in _FUNCTION_SPECS.items()
 }
 
 # Endgame EQL functions that Elasticsearch dropped, and what to write instead.
