@@ -268,7 +268,7 @@ def demo(opensearch_url: str | None, rule_path: Path | None) -> None:
         say(f"OpenSearch at {url}")
         client = _client(url, None, False, 60.0)
         try:
-            with_alerting = any("alerting" in p for p in client.plugins())
+            with_alerting = client.has_alerting()
             written = deploy_templates(client, load_engine_templates(root, "opensearch"))
             say(f"mapping templates written: {written}")
             target = OpenSearchTarget(client)

@@ -179,9 +179,13 @@ class OpenSearchClient:
         rows = self.request("GET", "/_cat/plugins", params={"format": "json"})
         return {str(r.get("component")) for r in rows or []}
 
+    def has_alerting(self) -> bool:
+        """True when a node has the Alerting plugin."""
+        return any("alerting" in p for p in self.plugins())
+
     def require_alerting(self) -> None:
         """Raise a clear TargetError when the Alerting plugin is missing."""
-        if not any("alerting" in p for p in self.plugins()):
+        if not self.has_alerting():
             raise TargetError(
                 f"the OpenSearch cluster at {self.url} has no Alerting plugin",
                 hint="install opensearch-alerting (bundled in the full distribution)",

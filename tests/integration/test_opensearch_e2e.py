@@ -69,10 +69,6 @@ def client(opensearch: Any) -> Any:
     c.close()
 
 
-def _has_alerting(client: OpenSearchClient) -> bool:
-    return any("alerting" in p for p in client.plugins())
-
-
 @pytest.fixture
 def alerting(opensearch_alerting: Any, client: OpenSearchClient) -> OpenSearchClient:
     """The client, when the cluster has the Alerting plugin (skips with the reason otherwise)."""
@@ -112,7 +108,7 @@ def test_deploy_twice_second_writes_nothing(alerting: OpenSearchClient) -> None:
 def test_every_fixture_alerts_for_the_right_entity_and_no_near_miss_does(client: OpenSearchClient) -> None:
     rules = _rules(TEST_RULES, CONTENT)
     # Without Alerting, each monitor's search and trigger condition still run on this cluster.
-    report = verify(client, rules, search_only=not _has_alerting(client))
+    report = verify(client, rules, search_only=not client.has_alerting())
     assert report.outcomes, "no fixtures were replayed"
     failures = [f"{o.rule_id} / {o.name} ({o.expect}): {o.message}" for o in report.outcomes if not o.ok]
     assert not failures, "\n".join(failures)

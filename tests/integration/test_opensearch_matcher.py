@@ -145,7 +145,7 @@ def test_monitor_matches_offline_engine(client: OpenSearchClient, kind: str) -> 
     tiebreaker = "event.sequence" if kind == "tiebreaker" else None
     if tiebreaker:
         rule["tiebreaker_field"] = tiebreaker
-    with_alerting = any("alerting" in p for p in client.plugins())
+    with_alerting = client.has_alerting()
     target = OpenSearchTarget(client)
     monitor_id = None
     if with_alerting:
