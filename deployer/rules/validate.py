@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -91,15 +91,11 @@ class _Context:
     config: Config
     registry: FieldRegistry
     repo_root: Path
-    _covered: set[str] | None = None
-    _covered_loaded: bool = False
 
+    @cached_property
     def covered_fields(self) -> set[str] | None:
         """Fields mapped by the repo's mappings/ templates (None when there are none)."""
-        if not self._covered_loaded:
-            self._covered_loaded = True
-            self._covered = _load_covered_fields(self.repo_root)
-        return self._covered
+        return _load_covered_fields(self.repo_root)
 
 
 def validate(
@@ -189,7 +185,7 @@ def _validate_parallel(
     # the EQL grammar, the schema validator and the mapped-field set.
     _parse("any where true")
     _validator()
-    ctx.covered_fields()
+    _ = ctx.covered_fields
     _WORKER_CONTEXT = ctx
     try:
         with multiprocessing.get_context("fork").Pool(workers) as pool:
@@ -893,7 +889,7 @@ class _QueryChecker:
     def mapping_coverage(self) -> Iterator[Finding]:
         if _over_alerts(self.rule):
             return  # Kibana owns the alerts index mappings
-        covered = self.ctx.covered_fields()
+        covered = self.ctx.covered_fields
         if covered is None:
             return
         reported: set[str] = set()
