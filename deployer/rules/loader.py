@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -309,7 +309,7 @@ def load_rule_text(raw: bytes | str, path: str | Path = "<string>") -> tuple[Rul
     findings.extend(builder.findings)
     rule = RuleFile(path=path, data=data, source=text, _positions=builder.positions)
     if isinstance(data.get("rule_id"), str):
-        findings = [_with_rule_id(f, data["rule_id"]) for f in findings]
+        findings = [replace(f, rule_id=data["rule_id"]) for f in findings]
     return rule, findings
 
 
@@ -487,19 +487,6 @@ def _mark(mark: Any) -> Position:
 
 def _finding(path: str, line: int, col: int, code: str, message: str, hint: str | None = None) -> Finding:
     return Finding(path, line, col, None, code, ERROR, message, hint)
-
-
-def _with_rule_id(finding: Finding, rule_id: str) -> Finding:
-    return Finding(
-        finding.path,
-        finding.line,
-        finding.column,
-        rule_id,
-        finding.code,
-        finding.severity,
-        finding.message,
-        finding.hint,
-    )
 
 
 # ---------------------------------------------------------------- paths
