@@ -213,11 +213,6 @@ class OpenSearchClient:
             )
         return out
 
-    def get_monitor(self, monitor_id: str) -> dict[str, Any]:
-        """The stored monitor."""
-        data = self.request("GET", f"{ALERTING}/monitors/{monitor_id}")
-        return dict(data.get("monitor") or {})
-
     def create_monitor(self, body: Mapping[str, Any]) -> str:
         """Create a monitor and return its id."""
         data = self.request("POST", f"{ALERTING}/monitors", body, params={"refresh": "true"})
