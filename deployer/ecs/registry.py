@@ -69,9 +69,11 @@ class FieldRegistry:
         fields: dict[str, FieldInfo],
         patterns: dict[str, FieldInfo] | None = None,
         ecs_version: str = "",
+        object_types: dict[str, str] | None = None,
     ) -> None:
         self._fields = fields
         self._patterns = patterns or {}  # "file.Ext." → info for declared "file.Ext.*"
+        self._object_types = object_types or {}  # value type of `object` fields' sub-keys (labels.*)
         self.ecs_version = ecs_version
 
     def get(self, name: str) -> FieldInfo | None:
@@ -97,7 +99,7 @@ class FieldRegistry:
                 continue
             if parent.type == "flattened":
                 return FieldInfo(name, "keyword", True, (), parent.source)
-            object_type = _OBJECT_VALUE_TYPES.get(parent.name)
+            object_type = self._object_types.get(parent.name)
             if object_type:
                 return FieldInfo(name, object_type, False, (), parent.source)
             return None
@@ -123,33 +125,31 @@ class FieldRegistry:
         return found
 
 
-# Value types of ECS `object` fields (filled from the data file's object_type).
-_OBJECT_VALUE_TYPES: dict[str, str] = {}
-
-
 @lru_cache(maxsize=1)
-def _ecs_fields() -> tuple[dict[str, FieldInfo], str]:
+def _ecs_fields() -> tuple[dict[str, FieldInfo], dict[str, str], str]:
+    """ECS fields, the value types of ECS `object` fields (the data file's object_type), version."""
     raw = json.loads(resources.files("deployer.ecs").joinpath("ecs_fields.json").read_text(encoding="utf-8"))
     fields: dict[str, FieldInfo] = {}
+    object_types: dict[str, str] = {}
     for name, spec in raw["fields"].items():
         if isinstance(spec, str):
             fields[name] = FieldInfo(name, spec)
             continue
         fields[name] = FieldInfo(name, spec["type"], bool(spec.get("array")), tuple(spec.get("allowed", ())))
         if spec.get("object_type"):
-            _OBJECT_VALUE_TYPES[name] = spec["object_type"]
-    return fields, raw.get("ecs_version", "")
+            object_types[name] = spec["object_type"]
+    return fields, object_types, raw.get("ecs_version", "")
 
 
 def load(extra_fields_path: str | Path | None = None) -> FieldRegistry:
     """The ECS registry, plus the fields declared in ``extra_fields_path`` when given."""
-    ecs, version = _ecs_fields()
+    ecs, object_types, version = _ecs_fields()
     if extra_fields_path is None:
-        return FieldRegistry(ecs, ecs_version=version)
+        return FieldRegistry(ecs, ecs_version=version, object_types=object_types)
     extra, patterns = _load_extra(Path(extra_fields_path))
     merged = dict(ecs)
     merged.update(extra)
-    return FieldRegistry(merged, patterns, ecs_version=version)
+    return FieldRegistry(merged, patterns, ecs_version=version, object_types=object_types)
 
 
 def load_extra_fields(path: str | Path) -> dict[str, FieldInfo]:
