@@ -576,12 +576,7 @@ class _QueryChecker:
                 continue
             reported.add(key)
             if info is None:
-                suggestions = self.registry.suggest(ref.name)
-                hint = (
-                    f"did you mean {' or '.join(suggestions)}?"
-                    if suggestions
-                    else "use an ECS field, or declare it in the extra fields file (extra_fields.yaml)"
-                )
+                hint = _unknown_field_hint(self.registry, ref.name)
                 severity = WARNING if ref.optional else ERROR
                 message = (
                     f"unknown field '{ref.name}': not in ECS {self.registry.ecs_version} or the extra fields"
@@ -915,6 +910,13 @@ def _load_covered_fields(repo_root: Path) -> set[str] | None:
     return importlib.import_module("deployer.mappings").covered_fields(repo_root)
 
 
+def _unknown_field_hint(registry: FieldRegistry, name: str) -> str:
+    suggestions = registry.suggest(name)
+    if suggestions:
+        return f"did you mean {' or '.join(suggestions)}?"
+    return "use an ECS field, or declare it in the extra fields file (extra_fields.yaml)"
+
+
 def _a(word: str) -> str:
     return f"an {word}" if word[:1] in "aeiou" else f"a {word}"
 
@@ -1013,18 +1015,12 @@ def check_field_settings(rule: RuleFile, ctx: _Context) -> Iterator[Finding]:
             continue
         info = ctx.registry.get(name)
         if info is None:
-            suggestions = ctx.registry.suggest(name)
-            hint = (
-                f"did you mean {' or '.join(suggestions)}?"
-                if suggestions
-                else "use an ECS field, or declare it in the extra fields file (extra_fields.yaml)"
-            )
             yield _f(
                 rule,
                 rule.value_position(path),
                 "unknown-field",
                 f"{_where(path)}: unknown field '{name}'",
-                hint,
+                _unknown_field_hint(ctx.registry, name),
             )
             continue
         if path[0] == "required_fields":
