@@ -37,8 +37,8 @@ def _repo_root() -> Path:
 
 
 def _load(paths: tuple[Path, ...], root: Path) -> list[Any]:
+    from deployer.rules.findings import ERROR
     from deployer.rules.loader import load_rule_files
-    from deployer.testing.loading import format_finding
 
     if not paths:
         default = root / DEFAULT_RULES_DIR
@@ -48,10 +48,10 @@ def _load(paths: tuple[Path, ...], root: Path) -> list[Any]:
             )
         paths = (default,)
     loaded = load_rule_files(list(paths))
-    errors = [f for f in loaded.findings if str(getattr(f, "severity", "error")).lower() == "error"]
+    errors = [f for f in loaded.findings if f.severity == ERROR]
     if errors:
         for finding in errors:
-            click.echo(format_finding(finding), err=True)
+            click.echo(finding.format_text(), err=True)
         fail(f"{len(errors)} error(s) in the rule files; nothing was deployed", EXIT_FAIL)
     return [r for r in loaded.rules if r.rule_id]
 
