@@ -344,6 +344,7 @@ def render_text(report: CoverageReport) -> str:
         lines.append(f"    techniques: {', '.join(r.techniques) or '-'}")
         if r.depends_on:
             lines.append(f"    reads alerts of: {', '.join(r.depends_on)}")
+    platform_matrix = report.platform_matrix()
     for seed, steps in report.seed_matrix().items():
         spec = SEEDS[seed]
         lines.append("")
@@ -355,7 +356,7 @@ def render_text(report: CoverageReport) -> str:
             )
             lines.append(f"  step {step} - {spec['steps'][step]}")
             lines.append(f"    alerting: {alerting}{blocks}")
-        for platform, who in report.platform_matrix()[seed].items():
+        for platform, who in platform_matrix[seed].items():
             lines.append(f"  {platform}: {', '.join(who) or 'NONE'}")
     lines.append("")
     lines.append("ATT&CK techniques")
