@@ -322,7 +322,6 @@ def check_schema(rule: RuleFile, ctx: _Context) -> Iterator[Finding]:
     if fast is not None and fast(rule.data):
         return  # valid: jsonschema would only confirm it, at many times the cost
     seen: set[tuple[Any, ...]] = set()
-    schema_props = rule_schema()["properties"]
     for error in _validator().iter_errors(rule.data):
         path = tuple(error.absolute_path)
         code = "schema"
@@ -341,7 +340,7 @@ def check_schema(rule: RuleFile, ctx: _Context) -> Iterator[Finding]:
         if error.validator == "additionalProperties":
             allowed = set(error.schema.get("properties", {}))
             for key in sorted(k for k in value if k not in allowed):
-                key_hint = _unknown_key_hint(key, allowed, path, schema_props)
+                key_hint = _unknown_key_hint(key, allowed, path)
                 marker = (*path, key, "additionalProperties")
                 if marker not in seen:
                     seen.add(marker)
@@ -420,7 +419,7 @@ def check_schema(rule: RuleFile, ctx: _Context) -> Iterator[Finding]:
         yield _f(rule, pos, code, message, hint)
 
 
-def _unknown_key_hint(key: str, allowed: set[str], path: tuple[Any, ...], top_props: dict[str, Any]) -> str:
+def _unknown_key_hint(key: str, allowed: set[str], path: tuple[Any, ...]) -> str:
     if not path and key in SERVER_FIELDS:
         return f"'{key}' is managed by Kibana; remove it from the rule file"
     if not path and key in rule_schema()["$defs"]["metadata"]["properties"]:
