@@ -627,13 +627,10 @@ class _QueryChecker:
                 )
             return
         if isinstance(right, ast.Literal):
-            yield from self.literal(
-                node, left, info, right, case_sensitive=True, equality=node.op in ("==", "!=")
-            )
+            yield from self.literal(left, info, right, case_sensitive=True, equality=node.op in ("==", "!="))
 
     def literal(
         self,
-        node: ast.Node,
         fld: ast.Field,
         info: FieldInfo,
         lit: ast.Literal,
@@ -736,7 +733,7 @@ class _QueryChecker:
         for value in node.values:
             if isinstance(value, ast.Literal):
                 yield from self.literal(
-                    node, node.expr, info, value, case_sensitive=not node.case_insensitive, equality=True
+                    node.expr, info, value, case_sensitive=not node.case_insensitive, equality=True
                 )
 
     def pattern(self, node: ast.PatternMatch) -> Iterator[Finding]:
