@@ -928,9 +928,7 @@ def _wildcard_to_cidr(pattern: str) -> str:
 
 
 def _incompatible(a: str, b: str) -> bool:
-    if "other" in (a, b) or a == b:
-        return False
-    return True
+    return a != b and "other" not in (a, b)
 
 
 def _is_number(text: str) -> bool:
