@@ -111,9 +111,7 @@ class RuleFile:
         Handles plain, quoted and block (``|``, ``|-``, ``>``, ...) scalars; when the exact
         layout cannot be reconstructed it falls back to where the value starts.
         """
-        path = _parse_path(json_path)
-        while path not in self._positions and path:
-            path = path[:-1]
+        path = self._nearest(_parse_path(json_path))
         pos = self._positions[path]
         span = pos[5]
         if span is None:
@@ -132,9 +130,13 @@ class RuleFile:
         return self.scalar_position(("query",), line, column)
 
     def _lookup(self, path: JsonPath) -> _NodePos:  # type: ignore[valid-type]
+        return self._positions[self._nearest(path)]
+
+    def _nearest(self, path: JsonPath) -> JsonPath:
+        """``path`` if the file holds a node there, else its nearest existing ancestor."""
         while path not in self._positions and path:
             path = path[:-1]
-        return self._positions[path]
+        return path
 
     def _lines(self) -> list[str]:
         return _LINE_BREAK.split(self.source)
