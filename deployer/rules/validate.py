@@ -316,6 +316,16 @@ _PATTERN_HINTS = {
 }
 
 
+# Messages for the size and uniqueness keywords; ``{}`` is the schema's limit.
+_LIMIT_MESSAGES = {
+    "minItems": "must have at least {} item(s)",
+    "maxItems": "must have at most {} item(s)",
+    "minLength": "must not be empty",
+    "maxLength": "longer than {} characters",
+    "uniqueItems": "has duplicate items",
+}
+
+
 def check_schema(rule: RuleFile, ctx: _Context) -> Iterator[Finding]:
     """One finding per JSON Schema error, at the offending key's line."""
     fast = _fast_check()
@@ -397,16 +407,8 @@ def check_schema(rule: RuleFile, ctx: _Context) -> Iterator[Finding]:
         elif error.validator in ("minimum", "maximum"):
             bound = "at least" if error.validator == "minimum" else "at most"
             message = f"{where}: must be {bound} {error.validator_value}, got {_short(value)}"
-        elif error.validator == "minItems":
-            message = f"{where}: must have at least {error.validator_value} item(s)"
-        elif error.validator == "maxItems":
-            message = f"{where}: must have at most {error.validator_value} item(s)"
-        elif error.validator == "minLength":
-            message = f"{where}: must not be empty"
-        elif error.validator == "maxLength":
-            message = f"{where}: longer than {error.validator_value} characters"
-        elif error.validator == "uniqueItems":
-            message = f"{where}: has duplicate items"
+        elif error.validator in _LIMIT_MESSAGES:
+            message = f"{where}: {_LIMIT_MESSAGES[error.validator].format(error.validator_value)}"
         elif error.validator == "not" and path[:2] == ("metadata", "tests"):
             message = f"{where}: 'sequences' only applies to expect: match"
             pos = rule.position((*path, "sequences"))
