@@ -7,7 +7,6 @@ codes; no detection logic lives here.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 
 import click
 
@@ -32,8 +31,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
 
 class _LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
-        # A command whose module is not present in this build is left out rather than breaking help.
-        return sorted(n for n, (mod, _) in _COMMANDS.items() if importlib.util.find_spec(mod) is not None)
+        return sorted(_COMMANDS)
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         spec = _COMMANDS.get(name)
