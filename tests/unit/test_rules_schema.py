@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
+from deployer.rules.checks.schema import SCHEMA_PATH
 from deployer.rules.loader import load_rule_file
-from deployer.rules.validate import SCHEMA_PATH
 
 REPO = Path(__file__).resolve().parents[2]
 VALID_DIR = REPO / "tests" / "data" / "rules" / "valid"

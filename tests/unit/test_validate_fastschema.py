@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from deployer.rules import fastschema
-from deployer.rules.validate import _fast_check, _inlined_schema, _validator
+from deployer.rules.checks.schema import _fast_check, _inlined_schema, _validator
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = [
