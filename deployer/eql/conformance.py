@@ -4,9 +4,12 @@ Usage: ``python -m deployer.eql.conformance DIR [--verbose] [--keyword-type keyw
 
 DIR holds the suites copied from Elasticsearch (test_queries.toml, additional_test_queries.toml,
 test_queries_date.toml, test_extra.toml, test_missing_events.toml), their data (test_data.json,
-data/*.data) and mappings (data/*.mapping). The data is loaded the way Elasticsearch's QA
-DataLoader indexes it; each active query runs and its event ids (and join keys, when given) are
-compared with the expected ones. The folder is read only when this command runs.
+data/*.data) and mappings (data/*.mapping), and optionally the sample suites in DIR/sample/
+(test_sample.toml, test_sample_multi.toml, test_sampling.toml with sample/data/). The data is
+loaded the way Elasticsearch's QA DataLoader indexes it; each active query runs and its event ids
+(and join keys, when given) are compared with the expected ones. A sample suite entry may list
+several acceptable id lists and sets the request's ``size`` and ``max_samples_per_key``. The
+folder is read only when this command runs.
 """
 
 from __future__ import annotations
@@ -17,19 +20,22 @@ import re
 import sys
 import tomllib
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from deployer.eql.engine import compile_query
 from deployer.eql.errors import EqlUnsupportedError
-from deployer.eql.values import es_string
+from deployer.eql.values import es_string, parse_timestamp
 
 __all__ = [
     "Dataset",
     "QueryResult",
     "SuiteResult",
     "load_dataset",
+    "load_sample_dataset",
     "load_suite",
+    "run_sample_suites",
     "run_suites",
     "main",
 ]
@@ -40,6 +46,12 @@ SUITES: dict[str, str] = {
     "test_queries_date.toml": "endgame-140",
     "test_extra.toml": "extra",
     "test_missing_events.toml": "missing-events",
+}
+# Sample suites (under DIR/sample/) and the indices each one's single request searches, in order.
+SAMPLE_SUITES: dict[str, tuple[str, ...]] = {
+    "sample/test_sample.toml": ("sample1", "sample2", "sample3"),
+    "sample/test_sample_multi.toml": ("sample-multi",),
+    "sample/test_sampling.toml": ("sampling1", "sampling2", "sampling3"),
 }
 FILETIME_EPOCH_OFFSET_MS = 11644473600000
 _KEYWORD_PLACEHOLDER = "[runtime_random_keyword_type]"
@@ -169,6 +181,70 @@ def load_dataset(directory: Path, name: str, keyword_type: str = "keyword") -> D
     return Dataset(name, events, _dynamic_types(events, mapping), tiebreaker)
 
 
+# Java date-format letters the QA mappings use, as strptime directives.
+_JAVA_DATE_TOKENS = (("yyyy", "%Y"), ("MM", "%m"), ("dd", "%d"), ("HH", "%H"), ("mm", "%M"), ("ss", "%S"))
+
+
+def _date_parser(java_format: str):
+    """Parse a value of a ``date`` field with a mapping ``format`` (``a||b``) into epoch ms."""
+    formats = []
+    for part in java_format.split("||"):
+        if part in ("epoch_millis", "strict_date_optional_time", "date_optional_time"):
+            formats.append(None)
+            continue
+        pattern = part
+        for token, directive in _JAVA_DATE_TOKENS:
+            pattern = pattern.replace(token, directive)
+        formats.append(pattern)
+
+    def parse(value: Any) -> Any:
+        for pattern in formats:
+            try:
+                if pattern is None:
+                    return parse_timestamp(value)
+                parsed = datetime.strptime(str(value), pattern).replace(tzinfo=UTC)
+                return int(parsed.timestamp() * 1000)
+            except ValueError:
+                continue
+        raise ValueError(f"{value!r} does not match the date format {java_format!r}")
+
+    return parse
+
+
+def _index_custom_dates(events: list[dict], mapping: dict[str, Any]) -> dict[str, Any]:
+    # A date field with its own `format` is indexed as epoch ms, which is what filters and join
+    # keys see; the engine then treats it as a plain date. Indices can use different formats for
+    # one field (sample1 vs sample2), so each index is converted with its own mapping.
+    out = dict(mapping)
+    for name, spec in mapping.items():
+        if not (isinstance(spec, dict) and spec.get("type") == "date" and "format" in spec):
+            continue
+        parse = _date_parser(spec["format"])
+        parent, _, leaf = name.rpartition(".")
+        for ev in events:
+            holder = ev
+            for part in parent.split(".") if parent else ():
+                holder = holder.get(part) if isinstance(holder, dict) else None
+            if isinstance(holder, dict) and holder.get(leaf) is not None:
+                holder[leaf] = parse(holder[leaf])
+        out[name] = {k: v for k, v in spec.items() if k != "format"}
+    return out
+
+
+def load_sample_dataset(directory: Path, indices: tuple[str, ...]) -> Dataset:
+    """Load the indices one sample request searches (``sample/data/<name>.data``), in order."""
+    data_dir = directory / "sample" / "data"
+    events: list[dict] = []
+    mapping: dict[str, Any] = {}
+    for name in indices:
+        index_events = load_data_file(data_dir / f"{name}.data")
+        index_mapping = _index_custom_dates(index_events, load_mapping(data_dir / f"{name}.mapping"))
+        for field_name, spec in index_mapping.items():
+            mapping.setdefault(field_name, spec)
+        events.extend(index_events)
+    return Dataset(",".join(indices), events, _dynamic_types(events, mapping), "id")
+
+
 _JOIN_KEYS_RE = re.compile(r"(?m)^(\s*join_keys\s*=\s*\[[^\]]*\])")
 
 
@@ -186,10 +262,21 @@ def _key_text(v: Any) -> str:
     return "null" if v is None else es_string(v)
 
 
-def _run_query(entry: dict[str, Any], dataset: Dataset) -> tuple[str, str]:
+def _run_query(entry: dict[str, Any], dataset: Dataset, sample: bool = False) -> tuple[str, str]:
     text = entry["query"].strip()
     try:
-        program = compile_query(text, tiebreaker_field=dataset.tiebreaker, field_types=dataset.field_types)
+        if sample:
+            # Sample requests send no tiebreaker; `size` and `max_samples_per_key` come from the entry.
+            program = compile_query(
+                text,
+                field_types=dataset.field_types,
+                size=entry.get("size", 10),
+                max_samples_per_key=entry.get("max_samples_per_key", 1),
+            )
+        else:
+            program = compile_query(
+                text, tiebreaker_field=dataset.tiebreaker, field_types=dataset.field_types
+            )
         matches = list(program.run(dataset.events))
     except EqlUnsupportedError as exc:
         return "unsupported", str(exc)
@@ -229,6 +316,42 @@ def run_suites(directory: Path, keyword_type: str = "keyword") -> SuiteResult:
     return report
 
 
+def run_sample_suites(directory: Path) -> SuiteResult:
+    """Run every query of the sample suites in ``directory/sample`` (each against its own indices)."""
+    report = SuiteResult()
+    for file, indices in SAMPLE_SUITES.items():
+        path = directory / file
+        if not path.is_file():
+            continue
+        dataset = load_sample_dataset(directory, indices)
+        for entry in load_suite(path):
+            status, detail = _run_query(entry, dataset, sample=True)
+            report.results.append(QueryResult(file, entry.get("name", "?"), status, detail))
+    return report
+
+
+def _print_report(report: SuiteResult, files: list[str], label: str, verbose: bool) -> None:
+    for file in files:
+        if not any(r.file == file for r in report.results):
+            continue
+        print(
+            f"{file}: {report.count('passed', file)} passed, {report.count('failed', file)} failed, "
+            f"{report.count('unsupported', file)} unsupported"
+        )
+        if verbose:
+            for r in report.results:
+                if r.file == file and r.status != "passed":
+                    print(f"  {r.status}: {r.name}: {r.detail}")
+    print(
+        f"{label}: {report.count('passed')} passed, {report.count('failed')} failed, "
+        f"{report.count('unsupported')} unsupported of {report.total}"
+    )
+
+
+def _clean(report: SuiteResult) -> bool:
+    return report.count("failed") == 0 and report.count("unsupported") == 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; exit 0 when every query passes, 1 otherwise, 2 on usage errors."""
     ap = argparse.ArgumentParser(
@@ -250,22 +373,11 @@ def main(argv: list[str] | None = None) -> int:
     if report.total == 0:
         print(f"error: no conformance suites found in {args.directory}", file=sys.stderr)
         return 2
-    for file in SUITES:
-        if not any(r.file == file for r in report.results):
-            continue
-        print(
-            f"{file}: {report.count('passed', file)} passed, {report.count('failed', file)} failed, "
-            f"{report.count('unsupported', file)} unsupported"
-        )
-        if args.verbose:
-            for r in report.results:
-                if r.file == file and r.status != "passed":
-                    print(f"  {r.status}: {r.name}: {r.detail}")
-    print(
-        f"conformance: {report.count('passed')} passed, {report.count('failed')} failed, "
-        f"{report.count('unsupported')} unsupported of {report.total}"
-    )
-    return 0 if report.count("failed") == 0 and report.count("unsupported") == 0 else 1
+    _print_report(report, list(SUITES), "conformance", args.verbose)
+    samples = run_sample_suites(args.directory)
+    if samples.total:
+        _print_report(samples, list(SAMPLE_SUITES), "sample conformance", args.verbose)
+    return 0 if _clean(report) and _clean(samples) else 1
 
 
 if __name__ == "__main__":

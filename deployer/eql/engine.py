@@ -20,6 +20,7 @@ from deployer.eql import ast
 from deployer.eql.errors import EqlError, EqlSyntaxError, EqlUnsupportedError
 from deployer.eql.functions import check_literal_args, lookup
 from deployer.eql.patterns import regex_matcher, wildcards_matcher
+from deployer.eql.sample import DEFAULT_MAX_SAMPLES_PER_KEY, DEFAULT_SIZE, SampleMatcher
 from deployer.eql.sequence import MissingEventCheck, SequenceMatcher
 from deployer.eql.values import (
     KEYWORD_TYPES,
@@ -801,6 +802,7 @@ class Runner:
         "_pos",
         "_prev_ts",
         "_prev_tb",
+        "_timeless",
         "stopped",
         "finished",
     )
@@ -813,6 +815,7 @@ class Runner:
         # Only a checking runner needs the tiebreaker of each event.
         self._tiebreak = program._tiebreak if program._tb_get is not None and check_order else None
         self._ts_get = program._ts_get
+        self._timeless = program._timeless
         self._pos = 0
         self._prev_ts: int | None = None
         self._prev_tb: tuple | None = None
@@ -831,6 +834,8 @@ class Runner:
             if self.finished:
                 raise RuntimeError("push() after finish()")
             return []
+        if self._timeless:
+            return self._step(0 if ts is None else ts, event)
         if ts is None:
             # The common shapes (epoch ms, one ISO string) skip the general path with its messages.
             raw = self._ts_get(event)
@@ -888,6 +893,8 @@ class Program:
         compiler: _Compiler,
         timestamp_field: str,
         tiebreaker_field: str | None,
+        size: int | None = DEFAULT_SIZE,
+        max_samples_per_key: int = DEFAULT_MAX_SAMPLES_PER_KEY,
     ) -> None:
         self.query = query
         self.timestamp_field = timestamp_field
@@ -895,19 +902,23 @@ class Program:
         self._ts_get = make_getter(timestamp_field)
         self._tb_get = make_getter(tiebreaker_field) if tiebreaker_field else None
         self._c = compiler
+        # A sample ignores time: its runner neither reads nor checks timestamps.
+        self._timeless = isinstance(query.body, ast.Sample)
         body = query.body
+        self._matcher: Callable[[], tuple[StepFn, FlushFn]]
         if isinstance(body, ast.Sample):
-            raise EqlUnsupportedError("not supported offline: sample queries", body.line, body.column)
-        if isinstance(body, ast.EventQuery):
+            self._setup_sample(body, size, max_samples_per_key)
+            self._matcher = self._sample_matcher
+        elif isinstance(body, ast.EventQuery):
             self._filter = compiler.event_filter(body)
-            self._matcher: Callable[[], tuple[StepFn, FlushFn]] = self._event_matcher
+            self._matcher = self._event_matcher
         else:
             self._setup_sequence(body)
             self._matcher = self._sequence_matcher
 
     @property
     def kind(self) -> str:
-        """``"event"`` or ``"sequence"``."""
+        """``"event"``, ``"sequence"`` or ``"sample"``."""
         return self.query.kind
 
     # -- ordering
@@ -942,8 +953,13 @@ class Program:
 
         Events are sorted by (timestamp, tiebreaker, input position) first, so the whole input is
         held in memory (one small tuple per event plus the events themselves). For large inputs
-        that are already ordered, use :meth:`run_sorted` or :meth:`stream`, which stream.
+        that are already ordered, use :meth:`run_sorted` or :meth:`stream`, which stream. A sample
+        ignores time: its events are taken in input order (Elasticsearch's document order) and
+        need no timestamp.
         """
+        if self._timeless:
+            yield from self.run_sorted(events)
+            return
         decorated = []
         for pos, ev in enumerate(events):
             decorated.append((self._timestamp(ev, pos), self._tiebreak(ev), pos, ev))
@@ -975,6 +991,39 @@ class Program:
                 # `| head N` is full: the rest of the input is not read.
                 break
         yield from runner.finish()
+
+    # -- samples
+
+    def _setup_sample(self, sample: ast.Sample, size: int | None, max_samples_per_key: int) -> None:
+        if self.query.pipes:
+            pipe = self.query.pipes[0]
+            raise EqlUnsupportedError("not supported offline: pipes after a sample", pipe.line, pipe.column)
+        c = self._c
+        self._sample_filters = [
+            (c.event_filter(step.query), c.keys(sample.keys_for(step))) for step in sample.steps
+        ]
+        self._sample_size = size
+        self._max_samples_per_key = max_samples_per_key
+
+    def _sample_matcher(self) -> tuple[StepFn, FlushFn]:
+        matcher = SampleMatcher(
+            len(self._sample_filters), max_samples_per_key=self._max_samples_per_key, size=self._sample_size
+        )
+        filters = list(enumerate(self._sample_filters))
+        add = matcher.add
+
+        def step(ts: int, ev: dict) -> list[Match]:
+            for i, (keep, keys) in filters:
+                if keep(ev):
+                    for k in keys(ev):
+                        add(i, k, ev)
+            return []
+
+        def flush() -> list[Match]:
+            # Join keys come back as the composite aggregation returns them (dates in epoch ms).
+            return [Match(list(events), list(key)) for key, events in matcher.samples(_key_sort)]
+
+        return step, flush
 
     # -- event queries
 
@@ -1148,6 +1197,8 @@ def compile_query(
     tiebreaker_field: str | None = None,
     field_types: dict[str, Any] | None = None,
     category_field: str = "event.category",
+    size: int | None = DEFAULT_SIZE,
+    max_samples_per_key: int = DEFAULT_MAX_SAMPLES_PER_KEY,
 ) -> Program:
     """Compile EQL text or a parsed ``ast.Query`` into a runnable Program.
 
@@ -1156,7 +1207,9 @@ def compile_query(
     "null_value": "NULL"}``, ``{"type": "alias", "path": "event_type"}``, text with a keyword
     sub-field). Unlisted fields behave as keyword (strings) or as their JSON type. An optional
     ``?field`` without a value acts as the literal null in ``==``/``!=`` (``?x == ?y`` is true when
-    both are absent), as an unmapped optional field does in Elasticsearch.
+    both are absent), as an unmapped optional field does in Elasticsearch. ``size`` (None: no
+    limit) and ``max_samples_per_key`` are the request parameters of the same names; they bound
+    ``sample`` results only.
     """
     if isinstance(query, str):
         from deployer.eql import parser
@@ -1169,7 +1222,7 @@ def compile_query(
     if ts_type is None:
         compiler.types[timestamp_field] = FieldType(timestamp_field, "date", declared=True)
     try:
-        return Program(query, compiler, timestamp_field, tiebreaker_field)
+        return Program(query, compiler, timestamp_field, tiebreaker_field, size, max_samples_per_key)
     except EqlError:
         raise
     except RecursionError:

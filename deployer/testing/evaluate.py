@@ -35,6 +35,8 @@ class EvaluationError(Exception):
 
 
 Compiler = Callable[[RuleLike], Any]
+# Kibana's default `max_signals`, the EQL request `size` of a rule that does not set one.
+DEFAULT_MAX_SIGNALS = 100
 
 
 def depends_on(rule: RuleLike) -> list[str]:
@@ -111,12 +113,15 @@ def compile_rule(rule: RuleLike) -> Any:
     if not isinstance(query, str) or not query.strip():
         raise EvaluationError(rule.rule_id, "the rule has no query")
     # Kibana passes `timestamp_field`, `tiebreaker_field` and `event_category_override` to the EQL
-    # search; `timestamp_override` only moves the search window, which offline replay does not have.
+    # search, and `max_signals` as its `size` (which bounds samples); `timestamp_override` only
+    # moves the search window, which offline replay does not have.
+    max_signals = kibana.get("max_signals")
     return engine.compile_query(
         query,
         timestamp_field=kibana.get("timestamp_field") or "@timestamp",
         tiebreaker_field=kibana.get("tiebreaker_field") or None,
         category_field=kibana.get("event_category_override") or "event.category",
+        size=max_signals if isinstance(max_signals, int) and max_signals > 0 else DEFAULT_MAX_SIGNALS,
     )
 
 
@@ -210,7 +215,9 @@ class Evaluator:
             if rule_id in feeds:
                 kind = getattr(self.program(rule), "kind", None)
                 sequence = (
-                    kind == "sequence" if kind else is_sequence_query(str(rule.kibana.get("query", "")))
+                    kind in ("sequence", "sample")
+                    if kind
+                    else is_sequence_query(str(rule.kibana.get("query", "")))
                 )
                 outcome.alerts = alerts_for_matches(rule, matches, sequence=sequence)
                 outcome.alerts.sort(key=time_key)

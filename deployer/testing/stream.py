@@ -134,7 +134,8 @@ class _Stage:
         self.rule_id = rule_id
         self.program = evaluator.program(self.rule)
         self.reads_events, self.reads_alerts = index_kinds(self.rule)
-        self.sequence = getattr(self.program, "kind", None) == "sequence"
+        # Kibana wraps samples like sequences (they come back in `hits.sequences`).
+        self.sequence = getattr(self.program, "kind", None) in ("sequence", "sample")
         self.lag = _lag(self.rule, self.program, self.reads_events, self.reads_alerts)
         self.runner = self.program.stream()
         self.subscribers: list[tuple[_Stage, int]] = []

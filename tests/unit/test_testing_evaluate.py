@@ -141,3 +141,27 @@ def test_rule_over_alerts_without_depends_on_is_an_error() -> None:
     ev = Evaluator([_alerts_rule("a")], compiler=lambda r: EveryDoc(r.rule_id, {}))
     with pytest.raises(EvaluationError, match="has no metadata.depends_on"):
         ev.prepare(["a"])
+
+
+def test_sample_rule_is_evaluated_with_max_signals_as_size() -> None:
+    def event(i: int, cat: str, host: str) -> dict:
+        return {
+            "@timestamp": f"2024-01-01T00:00:0{i}Z",
+            "event": {"category": cat, "id": str(i)},
+            "host": {"id": host},
+        }
+
+    query = "sample by host.id [process where true] [file where true]"
+    sample = Rule("s", {"name": "s", "index": ["logs-*"], "query": query, "max_signals": 1})
+    chain = _alerts_rule("c", "s")
+    events = [
+        event(1, "file", "b"),
+        event(2, "process", "b"),
+        event(3, "process", "a"),
+        event(4, "file", "a"),
+    ]
+    outcomes = {o.rule.rule_id: o for o in Evaluator([sample, chain]).evaluate(["s", "c"], events)}
+    # Key order ("a" < "b"), not time order, and `max_signals: 1` keeps one sample.
+    assert [[e["event"]["id"] for e in m.events] for m in outcomes["s"].matches] == [["3", "4"]]
+    # Kibana wraps samples like sequences: building blocks plus one shell alert.
+    assert len(outcomes["s"].alerts) == 3
