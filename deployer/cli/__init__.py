@@ -20,6 +20,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "coverage": ("deployer.cli.coverage_cmd", "coverage"),
     "plan": ("deployer.cli.kibana_cmds", "plan"),
     "deploy": ("deployer.cli.kibana_cmds", "deploy"),
+    "show": ("deployer.cli.kibana_cmds", "show"),
     "export": ("deployer.cli.kibana_cmds", "export"),
     "import": ("deployer.cli.kibana_cmds", "import_"),
     "cluster": ("deployer.cli.cluster_cmd", "cluster"),

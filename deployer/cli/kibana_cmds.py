@@ -250,6 +250,37 @@ def _compute_plan(
     return the_plan, refused
 
 
+def _saved_plan(
+    target: Any,
+    cfg: Any,
+    the_plan: Any,
+    refused: list[dict[str, Any]],
+    paths: Sequence[Path],
+    conn: Mapping[str, Any],
+) -> Any:
+    """Build the saved plan: bodies to send, observed target state, repository digest."""
+    from deployer.targets.config import load_targets
+    from deployer.targets.saved_plan import build_saved_plan
+
+    _, config_file, _ = load_targets(conn["config_path"])
+    writes = [c.rule_id for c in the_plan.writes]
+    sends = [c.rule_id for c in the_plan.writes if c.action != "delete"]
+    return build_saved_plan(
+        the_plan,
+        kind=cfg.kind,
+        target_name=cfg.name,
+        url=cfg.url,
+        space=cfg.space if cfg.kind == "kibana" else None,
+        payloads={rid: target.payload(rid) for rid in sends},
+        observed={rid: target.observed(rid) for rid in writes if target.observed(rid) is not None},
+        paths=_rule_paths(paths, cfg.root),
+        root=cfg.root,
+        config_file=config_file,
+        refused=refused,
+        object_kind=getattr(target, "object_kind", "rule"),
+    )
+
+
 def _refusals(target: Any) -> list[dict[str, Any]]:
     """Return the rules the target could not express faithfully (after `desired()`), JSON-ready."""
     out = []
@@ -291,28 +322,54 @@ def _progress(total: int, enabled: bool, label: str) -> Iterator[Callable[[int],
     "--prune", is_flag=True, help="Show owned rules that are no longer in the repository as deletions."
 )
 @_adopt_option
-@_format_option
+@click.option(
+    "--out",
+    "out_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Save the plan to FILE for `dac deploy --plan FILE` (validates every rule first).",
+)
+@format_option(
+    "Human text, one JSON document, or Markdown for a pull-request comment.",
+    choices=("text", "json", "markdown"),
+)
 @_handle_target_errors
 def plan(
     paths: tuple[Path, ...],
     prune: bool,
     adopt: bool,
+    out_file: Path | None,
     fmt: str,
     **conn: Any,
 ) -> None:
     """Show what `dac deploy` would change in the target (exit 0 none, 3 pending, 1 error)."""
-    cfg, rules, findings = _prepare(paths, conn, full_validation=False)
+    # A saved plan must be deployable as it stands, so it is made from fully validated rules.
+    cfg, rules, findings = _prepare(paths, conn, full_validation=out_file is not None)
     _report_findings(findings)
     if _errors(findings):
         fail("rule files have errors; fix them before planning", EXIT_FAIL)
     target = make_target(cfg)
     try:
         the_plan, refused = _compute_plan(target, rules, prune=prune, adopt=adopt)
+        saved = (
+            _saved_plan(target, cfg, the_plan, refused, paths, conn)
+            if out_file or fmt == "markdown"
+            else None
+        )
     finally:
         target.close()
     _report_refusals(refused)
+    if out_file is not None and saved is not None:
+        try:
+            saved.write(out_file)
+        except OSError as e:
+            fail(f"cannot write the plan file {out_file}: {e.strerror}", EXIT_ENV)
+        click.echo(f"Plan saved to {out_file}; apply it with: dac deploy --plan {out_file}", err=True)
     if fmt == "json":
         click.echo(json.dumps({**the_plan.to_dict(), "refused": refused}, indent=2, default=str))
+    elif fmt == "markdown" and saved is not None:
+        from deployer.targets.plan_render import render_markdown
+
+        click.echo(render_markdown(saved))
     else:
         click.echo(the_plan.render_text())
     # Refusals do not change the plan's exit code: the plan itself is still right; deploy fails on them.
@@ -327,6 +384,19 @@ def plan(
 @click.option("--prune", is_flag=True, help="Delete owned rules that are no longer in the repository.")
 @_adopt_option
 @click.option("--dry-run", is_flag=True, help="Validate and plan, write nothing.")
+@click.option(
+    "--plan",
+    "plan_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Apply exactly this saved plan (`dac plan --out`); refused if the target or the files moved since.",
+)
+@click.option(
+    "--lock-wait",
+    type=float,
+    default=120.0,
+    show_default=True,
+    help="With --plan: seconds to wait for another deploy to the same target to finish.",
+)
 @_format_option
 @_handle_target_errors
 def deploy(
@@ -334,10 +404,19 @@ def deploy(
     prune: bool,
     adopt: bool,
     dry_run: bool,
+    plan_file: Path | None,
+    lock_wait: float,
     fmt: str,
     **conn: Any,
 ) -> None:
     """Validate every rule, then write only what changed to the target (exit 1 if any rule failed or was refused)."""
+    if plan_file is not None:
+        if paths or prune or adopt or dry_run:
+            raise click.UsageError(
+                "--plan applies the saved plan as it is: no PATHS, --prune, --adopt or --dry-run"
+            )
+        _deploy_saved_plan(plan_file, lock_wait, fmt, conn)
+        return
     cfg, rules, findings = _prepare(paths, conn, full_validation=True)
     errors = _errors(findings)
     if errors:
@@ -418,6 +497,142 @@ def deploy(
             err=True,
         )
     sys.exit(EXIT_FAIL if failed or refused else EXIT_OK)
+
+
+def _deploy_saved_plan(plan_file: Path, lock_wait: float, fmt: str, conn: Mapping[str, Any]) -> None:
+    """`dac deploy --plan FILE`: check the plan, the target and the files, then apply it or refuse."""
+    import os
+    import socket
+
+    from deployer.targets.plan_apply import apply_saved_plan
+    from deployer.targets.saved_plan import (
+        PlanFileError,
+        read_saved_plan,
+        repository_changes,
+        repository_files,
+        target_mismatch,
+    )
+
+    _setup_logging(conn["verbose"])
+
+    def refuse(message: str, details: list[str], hint: str) -> None:
+        if fmt == "json":
+            click.echo(
+                json.dumps(
+                    {"deployed": False, "plan_file": str(plan_file), "refused_because": details or [message]},
+                    indent=2,
+                )
+            )
+        for line in details:
+            click.echo(f"  {line}", err=True)
+        fail(message, EXIT_FAIL, hint)
+
+    replan = f"plan again (dac plan --out {plan_file}), review the new plan, then deploy it"
+    try:
+        saved = read_saved_plan(plan_file)
+    except PlanFileError as e:
+        refuse(f"{e.message}; nothing was written", [], e.hint or replan)
+        return
+    cfg = _resolve(conn)
+    mismatch = target_mismatch(
+        saved, kind=cfg.kind, url=cfg.url, space=cfg.space if cfg.kind == "kibana" else None
+    )
+    if mismatch:
+        refuse(
+            f"{plan_file} was made for another target ({mismatch}); nothing was written",
+            [],
+            "deploy a plan to the target it was made for",
+        )
+    root = cfg.root
+    from deployer.targets.config import load_targets
+
+    _, config_file, _ = load_targets(conn["config_path"])
+    files_now = repository_files([root / p for p in saved.paths], root, [config_file] if config_file else [])
+    moved = repository_changes(saved.files, files_now)
+    if moved:
+        refuse(
+            f"the repository differs from the plan's digest ({len(moved)} file(s)); nothing was written",
+            moved,
+            replan,
+        )
+    if saved.conflicts():
+        refuse(
+            f"the plan has {len(saved.conflicts())} conflict(s) with rules dac does not own; nothing was written",
+            [f"{c['id']}: {c.get('message', '')}" for c in saved.conflicts()],
+            "plan again with --adopt to take them over",
+        )
+    target = make_target(cfg)
+    holder = f"{socket.gethostname()}:{os.getpid()}"
+    try:
+        with _progress(len(saved.changes), fmt == "text" and sys.stderr.isatty(), "deploying") as advance:
+            outcome = apply_saved_plan(target, saved, holder=holder, lock_wait=lock_wait, progress=advance)
+    finally:
+        target.close()
+    if outcome.stale:
+        refuse(
+            f"the target changed since the plan was made ({len(outcome.stale)} object(s)); nothing was written",
+            outcome.stale,
+            replan,
+        )
+    failed = outcome.failed
+    refused = saved.refused
+    if fmt == "json":
+        click.echo(
+            json.dumps(
+                {
+                    "deployed": True,
+                    "plan_file": str(plan_file),
+                    "results": [r.to_dict() for r in outcome.results],
+                    "summary": {"ok": len(outcome.applied), "failed": len(failed)},
+                    "refused": refused,
+                },
+                indent=2,
+            )
+        )
+    else:
+        click.echo(f"Applying {plan_file} to {saved.target.get('description') or cfg.name}")
+        if not outcome.results:
+            click.echo("Nothing to deploy.")
+        for r in outcome.results if len(outcome.results) <= 50 else failed:
+            status = "ok    " if r.ok else "FAILED"
+            tail = f": {r.message}" if r.message else ""
+            click.echo(f"  {status} {r.action:<7} {r.rule_id}{tail}")
+        click.echo(f"Deployed: {len(outcome.applied)} ok, {len(failed)} failed.")
+    if failed:
+        click.echo(
+            f"error: {len(failed)} change(s) of the plan were not applied (the others were); "
+            "run `dac plan` to see what remains",
+            err=True,
+        )
+    if refused:
+        _report_refusals(refused)
+        click.echo(
+            f"error: {len(refused)} rule(s) cannot be expressed by {cfg.name} and were not deployed", err=True
+        )
+    sys.exit(EXIT_FAIL if failed or refused else EXIT_OK)
+
+
+@click.command("show")
+@click.argument("plan_file", type=click.Path(dir_okay=False, path_type=Path))
+@format_option(
+    "Human text, the plan's JSON document, or Markdown for a pull-request comment.",
+    choices=("text", "json", "markdown"),
+)
+def show(plan_file: Path, fmt: str) -> None:
+    """Print a saved plan (`dac plan --out FILE`) for people, machines or a pull request."""
+    from deployer.targets.plan_render import render_markdown, render_text
+    from deployer.targets.saved_plan import PlanFileError, read_saved_plan
+
+    try:
+        saved = read_saved_plan(plan_file)
+    except PlanFileError as e:
+        fail(e.message, EXIT_FAIL, e.hint)
+    if fmt == "json":
+        click.echo(saved.dumps(), nl=False)
+    elif fmt == "markdown":
+        click.echo(render_markdown(saved))
+    else:
+        click.echo(render_text(saved))
 
 
 @click.command("export")

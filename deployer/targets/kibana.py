@@ -23,8 +23,9 @@ from urllib.parse import quote
 from deployer.targets import kibana_rules as kr
 from deployer.targets.base import ProgressCallback, Result, TargetError
 from deployer.targets.config import TargetConfig
-from deployer.targets.http import AuthError, HttpClient, RetryPolicy, auth_from_env
+from deployer.targets.http import AuthError, HttpClient, HttpError, RetryPolicy, auth_from_env
 from deployer.targets.plan import CREATE, DELETE, UPDATE, Plan
+from deployer.targets.saved_plan import sha256_of
 
 API_VERSION = "2023-10-31"
 MIN_VERSION = (8, 11, 0)
@@ -125,7 +126,10 @@ class KibanaClient:
                 params["filter"] = kql_filter
             # A stable sort keeps pages from overlapping if rules change while paging.
             params.update(sort_field="created_at", sort_order="asc")
-            body = self.http.request("GET", f"{self.prefix}{RULES}/_find", params=params).json()
+            try:
+                body = self.http.request("GET", f"{self.prefix}{RULES}/_find", params=params).json()
+            except HttpError as e:
+                raise self._space_gone(e) from None
             data = body.get("data") or []
             out.extend(data)
             total = int(body.get("total") or 0)
@@ -138,6 +142,15 @@ class KibanaClient:
             if not data or page * per_page >= total:
                 return out
             page += 1
+
+    def _space_gone(self, e: HttpError) -> TargetError:
+        # Kibana answers 404 "Saved object [space/<id>] not found" for a space that does not exist.
+        if e.status_code == 404 and self.space != "default":
+            return TargetError(
+                f"Kibana space {self.space!r} does not exist at {self.url}",
+                hint="create the space, or plan against an existing one with --space",
+            )
+        return e
 
     def export(self, rule_ids: Sequence[str] | None = None) -> list[dict[str, Any]]:
         """Return the rules `_export` gives for these rule_ids (all rules when None); missing ones are skipped."""
@@ -317,6 +330,8 @@ class KibanaTarget:
         self.name = cfg.name
         self.client = client
         self._ids: dict[str, str] = {}
+        self._desired: dict[str, dict[str, Any]] = {}
+        self._observed: dict[str, dict[str, Any]] = {}
 
     def describe(self) -> str:
         """Return a secret-free one-line description."""
@@ -325,7 +340,16 @@ class KibanaTarget:
 
     def desired(self, rules: Sequence[Any]) -> dict[str, dict[str, Any]]:
         """Return normalised bodies, keyed by rule_id, for the given rules."""
-        return {rule.rule_id: kr.rule_to_body(rule, self.cfg.root) for rule in rules}
+        self._desired = {rule.rule_id: kr.rule_to_body(rule, self.cfg.root) for rule in rules}
+        return dict(self._desired)
+
+    def payload(self, rule_id: str) -> dict[str, Any]:
+        """Return the exact body `apply` sends for a rule (after `desired`)."""
+        return self._desired[rule_id]
+
+    def observed(self, rule_id: str) -> dict[str, Any] | None:
+        """Return the rule's state as last read (id, revision, updated_at, digest), None when absent."""
+        return self._observed.get(rule_id)
 
     def read_current(self, rule_ids: Collection[str] = ()) -> dict[str, dict[str, Any]]:
         """Return owned rules, plus any rule with one of `rule_ids`, normalised and keyed by rule_id."""
@@ -335,7 +359,19 @@ class KibanaTarget:
         for r in self.client.export(missing) if missing else []:
             raw.setdefault(r["rule_id"], r)
         self._ids = {rid: r["id"] for rid, r in raw.items() if r.get("id")}
-        return {rid: kr.normalise(r) for rid, r in raw.items()}
+        current = {rid: kr.normalise(r) for rid, r in raw.items()}
+        # What a saved plan records and `deploy --plan` compares: the server's own change markers
+        # (revision moves on content edits, updated_at also on enable/disable) plus a digest.
+        self._observed = {
+            rid: {
+                "id": r.get("id"),
+                "revision": r.get("revision"),
+                "updated_at": r.get("updated_at"),
+                "digest": sha256_of(current[rid]),
+            }
+            for rid, r in raw.items()
+        }
+        return current
 
     def owned(self, body: Mapping[str, Any]) -> bool:
         """Return True when the body carries the dac ownership marker."""

@@ -24,8 +24,10 @@ import email.parser
 import email.policy
 import json
 import re
+import socket
 import ssl
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -175,6 +177,12 @@ class Fault:
     method: str | None = None
     retry_after: str | None = None
     message: str = "injected fault"
+    # Close the connection without answering (a network drop); the request is not processed.
+    drop: bool = False
+    # Process the request, then drop the connection before answering (a reply lost in flight).
+    drop_after: bool = False
+    # Seconds to hold the request before processing it (to make concurrent clients overlap).
+    delay: float = 0.0
 
 
 @dataclass
@@ -198,6 +206,8 @@ class State:
     rules: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # space -> rule_id -> stored
     faults: list[Fault] = field(default_factory=list)
     import_rule_errors: dict[str, tuple[int, str]] = field(default_factory=dict)
+    # Spaces that exist; None means every space exists (created on first use).
+    spaces: set[str] | None = None
     requests: list[Request] = field(default_factory=list)
     spec_violations: list[str] = field(default_factory=list)
 
@@ -299,6 +309,13 @@ class KibanaContractServer:
         """Store a rule directly (as if created by someone else) and return its response form."""
         with self.lock:
             return self._store(space, body, existing=None)
+
+    def edit(self, rule_id: str, space: str = "default", **changes: Any) -> dict[str, Any]:
+        """Change a stored rule as a person in the Kibana UI would (a full update: revision + 1)."""
+        with self.lock:
+            existing = self.rules(space)[rule_id]
+            body = {k: v for k, v in existing.items() if k not in RESPONSE_ONLY}
+            return self._store(space, {**body, **changes}, existing)
 
     def count(self, method: str | None = None, path_contains: str = "") -> int:
         """Count recorded requests by method and path fragment."""
@@ -444,7 +461,13 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             with srv.lock:
                 fault = self._fault(method, parts.path)
-            if fault is not None:
+            if fault is not None and fault.delay:
+                time.sleep(fault.delay)
+            if fault is not None and fault.drop:
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return
+            if fault is not None and fault.status:
                 headers = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
                 raise _Reply(
                     fault.status,
@@ -456,10 +479,17 @@ class _Handler(BaseHTTPRequestHandler):
                     headers,
                 )
             self._authenticate()
+            if srv.state.spaces is not None and space not in srv.state.spaces:
+                # undocumented: the spaces plugin's answer for a space that does not exist
+                raise _platform_error(404, "Not Found", f"Saved object [space/{space}] not found")
             if path.startswith(DE):
                 self._check_headers(method)
             with srv.lock:
                 status, body, headers = self._route(method, path, space, query, raw, rec)
+            if fault is not None and fault.drop_after:
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return
         except _Reply as r:
             status, body, headers = r.status, r.body, r.headers
         except Exception as e:  # a bug in this server must fail the test, not look like a network error
