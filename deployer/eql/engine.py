@@ -597,9 +597,10 @@ class _Compiler:
 
         return test
 
-    def event_filter(self, query: ast.EventQuery) -> Pred:
-        """Category plus condition."""
-        cond = self.predicate(query.condition)
+    def event_filter(self, query: ast.EventQuery, cond: Pred | None = None) -> Pred:
+        """Category plus condition (``cond``: the condition, when compiled already)."""
+        if cond is None:
+            cond = self.predicate(query.condition)
         cat = self.category_test(query.category)
         if cat is None:
             return cond
@@ -910,7 +911,8 @@ class Program:
             self._setup_sample(body, size, max_samples_per_key)
             self._matcher = self._sample_matcher
         elif isinstance(body, ast.EventQuery):
-            self._filter = compiler.event_filter(body)
+            self._cond = compiler.predicate(body.condition)
+            self._filter = compiler.event_filter(body, self._cond)
             self._matcher = self._event_matcher
         else:
             self._setup_sequence(body)
@@ -1102,20 +1104,45 @@ class Program:
         return steps
 
     def _sequence_matcher(self) -> tuple[StepFn, FlushFn]:
+        process, flush = self.sequence_core()
+        read_cat = self._category_read
+        steps_for = self._steps_for
+        cache = self._dispatch_cache
+        until_cat = self._until[1] if self._until is not None else None
+        has_until = self._until is not None
+
+        def step(ts: int, ev: dict) -> list[Match]:
+            cat = read_cat(ev)
+            steps = None
+            if cat.__class__ is list:
+                if len(cat) == 1:
+                    steps = cache.get(cat[0])
+            else:
+                steps = cache.get(cat)
+            if steps is None:
+                steps = steps_for(cat)
+            return process(ts, ev, steps, has_until and (until_cat is None or until_cat(ev)))
+
+        return step, flush
+
+    def sequence_core(self) -> tuple[Callable[[int, dict, list[_Step], bool], list[Match]], FlushFn]:
+        """A fresh sequence state machine: ``process(ts, event, steps, until)`` and ``flush()``.
+
+        ``steps`` are the steps whose category the event has (``steps_by_category`` order: last
+        step first); ``until`` says whether the event has the until step's category. Each step's
+        condition is still evaluated here, so any superset of the right steps gives the same result.
+        """
         matcher = SequenceMatcher(self._positives, self._maxspan)
         missing = MissingEventCheck(self._layout, self._maxspan) if any(self._layout) else None
         until = self._until
-        read_cat = self._category_read
-        steps_for = self._steps_for
         fmt = self._format_key
         layout = self._layout
         advance = matcher.advance
         maxspan = self._maxspan
         next_sweep: int | None = None
-        cache = self._dispatch_cache
         emit = self._emit_missing
 
-        def step(ts: int, ev: dict) -> list[Match]:
+        def process(ts: int, ev: dict, steps: list[_Step], check_until: bool) -> list[Match]:
             nonlocal next_sweep
             if maxspan is not None:
                 # Expired partial sequences are swept once per maxspan of stream time: state stays
@@ -1127,15 +1154,6 @@ class Program:
                     next_sweep = ts + maxspan
             if missing is not None:
                 missing.tick(ts)
-            cat = read_cat(ev)
-            steps = None
-            if cat.__class__ is list:
-                if len(cat) == 1:
-                    steps = cache.get(cat[0])
-            else:
-                steps = cache.get(cat)
-            if steps is None:
-                steps = steps_for(cat)
             done: list[tuple[tuple, tuple]] | None = None
             for st in steps:
                 if not st.cond(ev):
@@ -1152,9 +1170,9 @@ class Program:
                         if done is None:
                             done = []
                         done.append((k, items))
-            if until is not None:
-                cond, cat_test, ukeys = until
-                if (cat_test is None or cat_test(ev)) and cond(ev):
+            if check_until and until is not None:
+                cond, _, ukeys = until
+                if cond(ev):
                     for k in ukeys(ev):
                         matcher.until(k)
             out: list[Match] = []
@@ -1178,7 +1196,7 @@ class Program:
                 emit(missing, layout, fmt, out)
             return out
 
-        return step, flush
+        return process, flush
 
     @staticmethod
     def _emit_missing(

@@ -1,0 +1,494 @@
+"""A rule set as one program: each event goes only to the rules (and sequence steps) that can match it.
+
+Evaluating every rule on every event costs rules × events predicate calls, although a typical
+event can match a handful of the rules' steps. Here each step (an event query's condition, a
+sequence step, an ``until``) gets a *guard*: a necessary condition built from the cheap selective
+leaves rules share, a disjunction of atoms on one or more fields:
+
+* ``eq``: the lower-cased value is one of a set of strings (``f : "x"``, ``f == "x"``,
+  ``f in ("x", "y")``, ``f in~ (...)``, ``f like "x"``);
+* ``pre`` / ``suf``: the lower-cased value starts / ends with a literal (``f : "c:\\\\windows\\\\*"``,
+  ``f : "*.exe"``), up to ``KEY_MAX`` characters of it.
+
+An ``and`` takes the guard of its most selective operand, an ``or`` the union of its operands'
+guards (none when one operand has none). Per event category, the guards of the steps that category
+can reach are merged into one index per field: each field is read once per event, each of its
+string values lower-cased once and looked up once per table, whatever the number of rules using
+it. Only the steps a lookup hits (plus the unguarded ones) are evaluated, by the rule's own
+compiled condition: the guard only narrows, so the result is exactly the per-rule evaluation's.
+A field holding a non-string value (number, boolean) is not indexed for that event: every step
+guarded on it is evaluated.
+
+Rules the dispatch cannot drive (another timestamp field, a tiebreaker, a query kind without
+steps such as ``sample``) run as their own ``Runner`` fed every event. A per-rule pre-filter
+(``prefilters``: Kibana exception lists applied before sequence matching) sees each event before
+that rule does; an event it rejects does not exist for that rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Iterable, Mapping
+from typing import Any
+
+from deployer.eql import ast
+from deployer.eql.engine import Match, Program, Runner, _Pipe, _Step
+from deployer.eql.patterns import has_wildcard
+from deployer.eql.values import KEYWORD_TYPES, make_getter, parse_timestamp, values_of
+
+__all__ = ["RuleSet", "RuleSetRunner", "guard_of"]
+
+# Longest literal prefix/suffix kept in a guard key: bounds the lookups per value to 2 × KEY_MAX.
+KEY_MAX = 8
+# Shortest prefix/suffix worth a guard; shorter ones select too little to pay for a lookup.
+KEY_MIN = 3
+# Fields whose values are shared by most events of a category: a guard on them selects little.
+_BROAD_FIELDS = frozenset(
+    {
+        "event.type",
+        "event.action",
+        "event.code",
+        "event.kind",
+        "event.outcome",
+        "event.module",
+        "event.dataset",
+        "data_stream.dataset",
+        "host.os.type",
+        "host.os.name",
+        "host.os.family",
+        "host.os.platform",
+        "agent.type",
+    }
+)
+# Category dispatch tables kept per category value (events carry a handful of categories).
+_CACHE_MAX = 4096
+
+Atom = tuple[str, str, str]  # (field path, "eq" | "pre" | "suf", lower-cased key)
+Pred = Callable[[dict], bool]
+
+
+def _indexable(program: Program, name: str) -> str | None:
+    """The source path of ``name`` when its raw string values are its indexed values, else None."""
+    ft = program._c.ftype(name)
+    if ft.null_value is not None or ft.ignore_above is not None:
+        return None
+    if ft.declared and ft.es_type not in KEYWORD_TYPES:
+        return None
+    return ft.name
+
+
+def _atom_cost(atom: Atom) -> float:
+    f, kind, key = atom
+    cost = 1.0 if kind == "eq" else 1.0 + KEY_MAX / max(len(key), 1)
+    return cost * 25 if f in _BROAD_FIELDS else cost
+
+
+def guard_of(expr: ast.Expr, program: Program) -> list[Atom] | None:
+    """A necessary condition of ``expr`` as a disjunction of atoms, or None when there is none cheap."""
+    if isinstance(expr, ast.And):
+        best: list[Atom] | None = None
+        best_cost = 0.0
+        for op in expr.operands:
+            g = guard_of(op, program)
+            if g is None:
+                continue
+            cost = sum(_atom_cost(a) for a in g)
+            if best is None or cost < best_cost:
+                best, best_cost = g, cost
+        return best
+    if isinstance(expr, ast.Or):
+        out: list[Atom] = []
+        for op in expr.operands:
+            g = guard_of(op, program)
+            if g is None:
+                return None
+            out.extend(g)
+        return out
+    if isinstance(expr, ast.Comparison) and expr.op == "==":
+        left, right = expr.left, expr.right
+        if isinstance(left, ast.Literal):
+            left, right = right, left
+        if isinstance(left, ast.Field) and isinstance(right, ast.Literal) and isinstance(right.value, str):
+            path = _indexable(program, left.name)
+            # Equal strings are equal lower-cased: the case-insensitive key is a superset.
+            return [(path, "eq", right.value.lower())] if path else None
+        return None
+    if isinstance(expr, ast.InList) and not expr.negated:
+        if not isinstance(expr.expr, ast.Field):
+            return None
+        path = _indexable(program, expr.expr.name)
+        if path is None or not expr.values:
+            return None
+        if not all(isinstance(v, ast.Literal) and isinstance(v.value, str) for v in expr.values):
+            return None
+        return [(path, "eq", v.value.lower()) for v in expr.values]  # type: ignore[union-attr]
+    if isinstance(expr, ast.PatternMatch) and not expr.is_regex:
+        if not isinstance(expr.expr, ast.Field):
+            return None
+        path = _indexable(program, expr.expr.name)
+        if path is None:
+            return None
+        atoms: list[Atom] = []
+        for p in expr.patterns:
+            if not isinstance(p.value, str):
+                return None
+            atom = _pattern_atom(path, p.value, expr.case_insensitive)
+            if atom is None:
+                return None
+            atoms.append(atom)
+        return atoms or None
+    return None
+
+
+def _pattern_atom(path: str, pattern: str, insensitive: bool) -> Atom | None:
+    if not has_wildcard(pattern):
+        return (path, "eq", pattern.lower())
+    if not insensitive:
+        # A case-sensitive prefix is not a prefix of the lower-cased value in every script
+        # (final sigma); such patterns are rare in rules and left unguarded.
+        return None
+    # The matcher lower-cases the whole value and the whole pattern, as the index does.
+    p = pattern.lower()
+    cut = min(i for i in (p.find("*"), p.find("?")) if i >= 0)
+    prefix = p[:cut]
+    last = max(p.rfind("*"), p.rfind("?"))
+    suffix = p[last + 1 :]
+    if len(prefix) >= len(suffix) and len(prefix) >= KEY_MIN:
+        return (path, "pre", prefix[:KEY_MAX])
+    if len(suffix) >= KEY_MIN:
+        return (path, "suf", suffix[-KEY_MAX:])
+    return None
+
+
+class _Entry:
+    """One dispatchable condition: a step of a rule, its until, or an event query's filter."""
+
+    __slots__ = ("order", "member", "category", "step", "until", "guard")
+
+    def __init__(self, member: _Member, category: str | None, step: _Step | None, until: bool) -> None:
+        self.order = 0
+        self.member = member
+        self.category = category
+        self.step = step
+        self.until = until
+        self.guard: list[Atom] | None = None
+
+
+class _Member:
+    """A dispatched rule: its state machine (sequences) or filter (event queries), and its pipes."""
+
+    __slots__ = ("key", "program", "pipes", "stopped", "process", "flush", "cond", "prefilter", "ticks")
+
+    def __init__(self, key: Hashable, program: Program, prefilter: Pred | None) -> None:
+        self.key = key
+        self.program = program
+        self.prefilter = prefilter
+        self.pipes = [_Pipe(p) for p in program.query.pipes]
+        self.stopped = any(p.head and p.left <= 0 for p in self.pipes)
+        self.process: Callable[[int, dict, list[_Step], bool], list[Match]] | None = None
+        self.flush: Callable[[], list[Match]] = list
+        self.cond: Pred | None = None
+        # A rule with missing-event steps decides held candidates as time passes, on every event.
+        self.ticks = False
+        if program.kind == "sequence":
+            self.process, self.flush = program.sequence_core()
+            self.ticks = any(program._layout)
+        else:
+            self.cond = program._cond
+
+    def feed(self, ts: int, ev: dict, steps: list[_Step], until: bool) -> list[Match]:
+        """Evaluate the event against the given candidate steps (or the filter when ``steps`` is None)."""
+        if self.prefilter is not None and not self.prefilter(ev):
+            if not self.ticks:
+                return []
+            steps, until = [], False
+        if self.process is not None:
+            out = self.process(ts, ev, steps, until)
+        else:
+            out = [Match([ev], [])] if self.cond(ev) else []  # type: ignore[misc]
+        return self._piped(out) if out and self.pipes else out
+
+    def _piped(self, out: list[Match]) -> list[Match]:
+        for pipe in self.pipes:
+            out = pipe.feed(out)
+            if pipe.head and pipe.left <= 0:
+                self.stopped = True
+        return out
+
+    def finish(self) -> list[Match]:
+        """End of input: what the state machine and the pipes held."""
+        out = self.flush()
+        for pipe in self.pipes:
+            out = pipe.feed(out) + pipe.flush()
+        return out
+
+
+class _Table:
+    """The merged guards of the steps one event category reaches: per field, lookups to entry orders."""
+
+    __slots__ = ("always", "fields", "entries")
+
+    def __init__(self, entries: list[_Entry]) -> None:
+        self.entries = entries
+        self.always = [e.order for e in entries if e.guard is None]
+        by_field: dict[
+            str,
+            tuple[
+                dict[str, list[int]],
+                dict[int, dict[str, list[int]]],
+                dict[int, dict[str, list[int]]],
+                list[int],
+            ],
+        ] = {}
+        for e in entries:
+            if e.guard is None:
+                continue
+            for path, kind, key in e.guard:
+                eq, pre, suf, every = by_field.setdefault(path, ({}, {}, {}, []))
+                if kind == "eq":
+                    table = eq
+                else:
+                    table = (pre if kind == "pre" else suf).setdefault(len(key), {})
+                hits = table.setdefault(key, [])
+                if not hits or hits[-1] != e.order:
+                    hits.append(e.order)
+                if not every or every[-1] != e.order:
+                    every.append(e.order)
+        self.fields = [
+            (make_getter(path), eq or None, sorted(pre.items()), sorted(suf.items()), every)
+            for path, (eq, pre, suf, every) in by_field.items()
+        ]
+
+    def candidates(self, ev: dict) -> set[int]:
+        """Orders of the entries this event may satisfy (a superset of those it does)."""
+        hits = set(self.always)
+        add = hits.update
+        for get, eq, pres, sufs, every in self.fields:
+            raw = get(ev)
+            if raw is None:
+                continue
+            if raw.__class__ is str:
+                values: Iterable[Any] = (raw,)
+            elif raw.__class__ is list:
+                values = values_of(raw)
+            else:
+                add(every)
+                continue
+            for v in values:
+                if v.__class__ is not str:
+                    # A number or boolean compares by type rules the string index does not model.
+                    add(every)
+                    break
+                lv = v.lower()
+                if eq is not None:
+                    h = eq.get(lv)
+                    if h is not None:
+                        add(h)
+                for n, table in pres:
+                    h = table.get(lv[:n])
+                    if h is not None:
+                        add(h)
+                for n, table in sufs:
+                    h = table.get(lv[-n:])
+                    if h is not None:
+                        add(h)
+        return hits
+
+
+class RuleSet:
+    """Compiled programs evaluated together over one event stream (see the module docstring)."""
+
+    def __init__(
+        self,
+        programs: Mapping[Hashable, Program],
+        *,
+        prefilters: Mapping[Hashable, Pred] | None = None,
+        timestamp_field: str = "@timestamp",
+    ) -> None:
+        self.programs = dict(programs)
+        self.prefilters = dict(prefilters or {})
+        self.timestamp_field = timestamp_field
+        self.dispatched: list[Hashable] = []
+        self.own_runner: list[Hashable] = []
+        for key, program in self.programs.items():
+            if self._dispatchable(program):
+                self.dispatched.append(key)
+            else:
+                self.own_runner.append(key)
+
+    def _dispatchable(self, program: Program) -> bool:
+        if program.timestamp_field != self.timestamp_field or program.tiebreaker_field:
+            return False
+        body = program.query.body
+        if isinstance(body, ast.EventQuery):
+            return hasattr(program, "_cond")
+        return isinstance(body, ast.Sequence) and hasattr(program, "sequence_core")
+
+    def stream(self) -> RuleSetRunner:
+        """A push-style runner over events in timestamp order."""
+        return RuleSetRunner(self)
+
+
+class RuleSetRunner:
+    """Push-style evaluation of a RuleSet: ``push`` returns (rule key, Match) pairs, ``finish`` the rest."""
+
+    def __init__(self, ruleset: RuleSet) -> None:
+        self._ts_field = ruleset.timestamp_field
+        self._ts_get = make_getter(ruleset.timestamp_field)
+        self._members: list[_Member] = []
+        self._entries: list[_Entry] = []
+        self._by_field: dict[Hashable, list[_Entry]] = {}
+        self._readers: dict[Hashable, Callable[[dict], Any]] = {}
+        for key in ruleset.dispatched:
+            program = ruleset.programs[key]
+            member = _Member(key, program, ruleset.prefilters.get(key))
+            self._members.append(member)
+            self._add_entries(member)
+        for order, entry in enumerate(self._entries):
+            entry.order = order
+        self._tickers = [m for m in self._members if m.ticks]
+        self._tables: dict[Hashable, dict[Hashable, _Table]] = {f: {} for f in self._by_field}
+        self._runners: list[tuple[Hashable, Runner, Pred | None, bool]] = []
+        for key in ruleset.own_runner:
+            program = ruleset.programs[key]
+            same_time = program.timestamp_field == self._ts_field
+            self._runners.append((key, program.stream(), ruleset.prefilters.get(key), same_time))
+        self._prev: int | None = None
+        self._pos = 0
+        self.finished = False
+
+    def _add_entries(self, member: _Member) -> None:
+        program = member.program
+        c = program._c
+        ft = c.ftype(c.category_field)
+        # Rules read their category through their mapping (an alias, a null_value...): rules that
+        # read it alike share one dispatch.
+        cat_field = (c.category_field, ft.name, ft.es_type, ft.declared, ft.null_value, ft.ignore_above)
+        if cat_field not in self._readers:
+            self._readers[cat_field] = c.reader(c.category_field)
+        entries = self._by_field.setdefault(cat_field, [])
+        body = program.query.body
+        if isinstance(body, ast.EventQuery):
+            e = _Entry(member, body.category, None, False)
+            e.guard = guard_of(body.condition, program)
+            entries.append(e)
+            self._entries.append(e)
+            return
+        assert isinstance(body, ast.Sequence)
+        steps_ast = body.expanded_steps()
+        # Entry order within a rule is the state machine's: last step first, then until.
+        for st in reversed(program._steps):
+            e = _Entry(member, st.category, st, False)
+            e.guard = guard_of(steps_ast[st.index].query.condition, program)
+            entries.append(e)
+            self._entries.append(e)
+        if body.until is not None:
+            e = _Entry(member, body.until.query.category, None, True)
+            e.guard = guard_of(body.until.query.condition, program)
+            entries.append(e)
+            self._entries.append(e)
+
+    def _table(self, cat_field: Hashable, category: Any) -> _Table:
+        tables = self._tables[cat_field]
+        if category.__class__ is list:
+            key: Hashable = category[0] if len(category) == 1 else tuple(category)
+        else:
+            key = category
+        try:
+            table = tables.get(key)
+        except TypeError:
+            key, table = None, None
+        if table is not None:
+            return table
+        cats = set(values_of(category)) if category.__class__ is list else {category}
+        table = _Table([e for e in self._by_field[cat_field] if e.category is None or e.category in cats])
+        if key is not None and len(tables) < _CACHE_MAX:
+            tables[key] = table
+        return table
+
+    def push(self, event: dict, ts: int | None = None) -> list[tuple[Hashable, Match]]:
+        """Feed the next event (``ts``: its timestamp in epoch ms, when parsed); return (rule key, Match) pairs.
+
+        Raises ValueError when the event goes back in time.
+        """
+        if self.finished:
+            raise RuntimeError("push() after finish()")
+        pos = self._pos
+        self._pos = pos + 1
+        if ts is None:
+            ts = self._timestamp(event, pos)
+        if self._prev is not None and ts < self._prev:
+            raise ValueError(f"event #{pos} is out of order ({self._ts_field}={ts}); sort the input first")
+        self._prev = ts
+        out: list[tuple[Hashable, Match]] = []
+        orders: set[int] = set()
+        for cat_field, read in self._readers.items():
+            orders |= self._table(cat_field, read(event)).candidates(event)
+        entries = self._entries
+        touched: set[int] = set()
+        member: _Member | None = None
+        steps: list[_Step] = []
+        until = False
+        for order in sorted(orders):
+            e = entries[order]
+            if e.member is not member:
+                if member is not None:
+                    self._feed(member, ts, event, steps, until, out)
+                member = e.member
+                touched.add(id(member))
+                steps, until = [], False
+            if e.until:
+                until = True
+            elif e.step is not None:
+                steps.append(e.step)
+        if member is not None:
+            self._feed(member, ts, event, steps, until, out)
+        for m in self._tickers:
+            if id(m) not in touched and not m.stopped:
+                for match in m.feed(ts, event, [], False):
+                    out.append((m.key, match))
+        for key, runner, prefilter, same_time in self._runners:
+            if runner.stopped or (prefilter is not None and not prefilter(event)):
+                continue
+            for match in runner.push(event, ts if same_time else None):
+                out.append((key, match))
+        return out
+
+    @staticmethod
+    def _feed(
+        member: _Member,
+        ts: int,
+        event: dict,
+        steps: list[_Step],
+        until: bool,
+        out: list[tuple[Hashable, Match]],
+    ) -> None:
+        if member.stopped:
+            return
+        for match in member.feed(ts, event, steps, until):
+            out.append((member.key, match))
+
+    def _timestamp(self, event: dict, pos: int) -> int:
+        raw = self._ts_get(event)
+        if raw.__class__ is list:
+            flat = values_of(raw)
+            raw = flat[0] if flat else None
+        if raw is None:
+            raise ValueError(f"event #{pos} has no {self._ts_field} value")
+        try:
+            return parse_timestamp(raw)
+        except ValueError as exc:
+            raise ValueError(f"event #{pos}: {self._ts_field}: {exc}") from None
+
+    def finish(self) -> list[tuple[Hashable, Match]]:
+        """End of input: the matches every rule held (``| tail``, trailing missing events)."""
+        if self.finished:
+            return []
+        self.finished = True
+        out: list[tuple[Hashable, Match]] = []
+        for m in self._members:
+            for match in m.finish():
+                out.append((m.key, match))
+        for key, runner, _, _ in self._runners:
+            for match in runner.finish():
+                out.append((key, match))
+        return out

@@ -1,0 +1,265 @@
+"""The rule-set program (`deployer.eql.ruleset`): same matches as evaluating each rule on its own."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from deployer.eql import parser
+from deployer.eql.engine import Match, compile_query
+from deployer.eql.ruleset import RuleSet, guard_of
+
+CATEGORIES = ["process", "network", "file"]
+NAMES = [
+    "cmd.exe",
+    "CMD.EXE",
+    "Cmd.exe",
+    "powershell.exe",
+    "mshta.exe",
+    "ΑΣ",
+    "ας",
+    "5",
+    "c:\\windows\\cmd.exe",
+]
+PATHS = ["c:\\windows\\system32\\cmd.exe", "C:\\Users\\x\\a.HTA", "/tmp/x.sh", "/usr/bin/curl", "ασ.js"]
+
+
+def _leaf(rnd: random.Random) -> str:
+    f = rnd.choice(["process.name", "process.args", "file.path", "user.name"])
+    name = rnd.choice(NAMES)
+    path = rnd.choice(PATHS)
+    return rnd.choice(
+        [
+            f'{f} : "{name}"',
+            f'{f} == "{name}"',
+            f'{f} != "{name}"',
+            f'{f} : ("{name}", "{rnd.choice(NAMES)}")',
+            f'{f} in ("{name}", "{rnd.choice(NAMES)}")',
+            f'{f} in~ ("{name}", "pOwErShElL.exe")',
+            f'{f} not in ("{name}")',
+            f'{f} : "{path[:6]}*"',
+            f'{f} : "*{path[-4:]}"',
+            f'{f} : "?{name[1:]}"',
+            f'{f} like "{path[:5]}*"',
+            f'{f} like~ "*{name[-3:]}"',
+            f'{f} : "*{name[1:4]}*"',
+            f'{f} regex~ ".*{rnd.choice(["exe", "sh"])}"',
+            f'startsWith~({f}, "{name[:3]}")',
+            f"port == {rnd.choice([5, 80, 443])}",
+            'port in ("5", "80")',
+            f'port : "{rnd.choice(["5", "44*"])}"',
+            f"{f} == null",
+            "true",
+        ]
+    )
+
+
+def _cond(rnd: random.Random, depth: int = 0) -> str:
+    if depth >= 2 or rnd.random() < 0.4:
+        return _leaf(rnd)
+    op = rnd.choice(["and", "and", "or", "not"])
+    if op == "not":
+        return f"not ({_cond(rnd, depth + 1)})"
+    return f"({_cond(rnd, depth + 1)} {op} {_cond(rnd, depth + 1)})"
+
+
+def _subquery(rnd: random.Random) -> str:
+    return f"{rnd.choice([*CATEGORIES, 'any'])} where {_cond(rnd)}"
+
+
+def _query(rnd: random.Random) -> str:
+    pipe = rnd.choice(["", "", "", " | head 2", " | tail 2"])
+    if rnd.random() < 0.4:
+        return _subquery(rnd) + pipe
+    by = rnd.choice(["by host ", "by ?host ", "", "by user.name "])
+    span = rnd.choice(["with maxspan=5ms ", "with maxspan=3ms ", ""])
+    steps = [f"[{_subquery(rnd)}]" for _ in range(rnd.randint(1, 3))]
+    if span and rnd.random() < 0.25:
+        steps.insert(rnd.randint(0, len(steps)), f"![{_subquery(rnd)}]")
+    if rnd.random() < 0.2 and len(steps) > 1:
+        steps[-1] = steps[-1] + " with runs=2"
+    until = f" until [{_subquery(rnd)}]" if rnd.random() < 0.25 else ""
+    return f"sequence {by}{span}{' '.join(steps)}{until}{pipe}"
+
+
+def _value(rnd: random.Random, pool: list[str]) -> object:
+    r = rnd.random()
+    if r < 0.15:
+        return None
+    if r < 0.25:
+        return [rnd.choice(pool), rnd.choice(pool)]
+    if r < 0.3:
+        return rnd.choice([5, 5.0, True, [5, "cmd.exe"]])
+    return rnd.choice(pool)
+
+
+def _events(rnd: random.Random, n: int) -> list[dict]:
+    events = []
+    ts = 0
+    for i in range(n):
+        ts += rnd.choice([0, 0, 1, 1, 2, 5])
+        ev: dict = {"@timestamp": ts, "seq": i, "host": rnd.choice(["a", "b", None, ["a", "b"]])}
+        cat = rnd.random()
+        if cat < 0.85:
+            ev["event"] = {"category": rnd.choice(CATEGORIES)}
+        elif cat < 0.95:
+            ev["event"] = {"category": [rnd.choice(CATEGORIES), rnd.choice(CATEGORIES)]}
+        ev["process"] = {"name": _value(rnd, NAMES), "args": _value(rnd, NAMES + PATHS)}
+        ev["file"] = {"path": _value(rnd, PATHS + NAMES)}
+        ev["user"] = {"name": _value(rnd, NAMES)}
+        ev["port"] = rnd.choice([5, 80, 443, "5", "443", None])
+        events.append(ev)
+    return events
+
+
+def _ids(matches: list[Match]) -> list[tuple]:
+    return [(tuple(None if e is None else e["seq"] for e in m.events), tuple(m.join_keys)) for m in matches]
+
+
+def _compile_all(queries: list[str]) -> dict:
+    programs = {}
+    for i, q in enumerate(queries):
+        try:
+            programs[i] = compile_query(q)
+        except Exception:  # noqa: BLE001 - generated queries the verifier refuses are skipped
+            continue
+    return programs
+
+
+def _each_alone(programs: dict, events: list[dict]) -> dict:
+    out = {}
+    for key, program in programs.items():
+        runner = program.stream()
+        matches: list[Match] = []
+        for ev in events:
+            matches.extend(runner.push(ev, ev["@timestamp"]))
+        matches.extend(runner.finish())
+        out[key] = _ids(matches)
+    return out
+
+
+def _together(programs: dict, events: list[dict], **kwargs) -> dict:
+    runner = RuleSet(programs, **kwargs).stream()
+    pairs = []
+    for ev in events:
+        pairs.extend(runner.push(ev, ev["@timestamp"]))
+    pairs.extend(runner.finish())
+    out: dict = {key: [] for key in programs}
+    for key, match in pairs:
+        out[key].append(match)
+    return {key: _ids(ms) for key, ms in out.items()}
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(0, 2**32))
+def test_ruleset_equals_each_rule_alone(seed: int) -> None:
+    rnd = random.Random(seed)
+    programs = _compile_all([_query(rnd) for _ in range(25)])
+    events = _events(rnd, 150)
+    assert _together(programs, events) == _each_alone(programs, events)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 2**32))
+def test_prefilter_is_an_event_removed_for_that_rule_only(seed: int) -> None:
+    rnd = random.Random(seed)
+    programs = _compile_all([_query(rnd) for _ in range(10)])
+    events = _events(rnd, 120)
+
+    def keep(ev: dict) -> bool:
+        return ev["seq"] % 3 != 0
+
+    filtered = [ev for ev in events if keep(ev)]
+    filters = {key: keep for key in programs if key % 2 == 0}
+    together = _together(programs, events, prefilters=filters)
+    alone_all = _each_alone(programs, events)
+    alone_filtered = _each_alone(programs, filtered)
+    for key in programs:
+        expected = alone_filtered[key] if key in filters else alone_all[key]
+        assert together[key] == expected, key
+
+
+def test_guards_pick_the_selective_conjunct_and_union_or() -> None:
+    program = compile_query(
+        'process where event.type == "start" and (process.name : "cmd.exe" or '
+        '?process.pe.original_file_name in ("Cmd.Exe", "x")) and process.args : "*whoami*"'
+    )
+    guard = guard_of(program.query.body.condition, program)
+    assert sorted(guard) == [
+        ("process.name", "eq", "cmd.exe"),
+        ("process.pe.original_file_name", "eq", "cmd.exe"),
+        ("process.pe.original_file_name", "eq", "x"),
+    ]
+    wild = compile_query('file where file.path : ("C:\\\\Users\\\\*\\\\Downloads\\\\*", "*.HTA")')
+    assert sorted(guard_of(wild.query.body.condition, wild)) == [
+        ("file.path", "pre", "c:\\users"),
+        ("file.path", "suf", ".hta"),
+    ]
+    # Nothing cheap and necessary: negations, contains, short literals.
+    for cond in ['not process.name : "a"', 'process.name : "*cmd*"', 'process.name : "a*" or port > 3']:
+        program = compile_query(f"process where {cond}")
+        assert guard_of(program.query.body.condition, program) is None
+
+
+def test_dispatch_evaluates_only_candidate_steps() -> None:
+    calls: list[str] = []
+    programs = {}
+    for name in ["a.exe", "b.exe", "c.exe"]:
+        program = compile_query(f'process where process.name : "{name}"')
+        inner = program._cond
+
+        def counted(ev: dict, inner=inner, name=name) -> bool:
+            calls.append(name)
+            return inner(ev)
+
+        program._cond = counted
+        programs[name] = program
+    runner = RuleSet(programs).stream()
+    out = runner.push({"@timestamp": 1, "event": {"category": "process"}, "process": {"name": "B.EXE"}})
+    assert [k for k, _ in out] == ["b.exe"]
+    assert calls == ["b.exe"]
+    # A number is not a string: every rule guarded on the field is evaluated.
+    calls.clear()
+    runner.push({"@timestamp": 2, "event": {"category": "process"}, "process": {"name": 5}})
+    assert sorted(calls) == ["a.exe", "b.exe", "c.exe"]
+
+
+def test_out_of_order_input_is_an_error() -> None:
+    runner = RuleSet({"r": compile_query("any where true")}).stream()
+    runner.push({"@timestamp": 5})
+    with pytest.raises(ValueError, match="out of order"):
+        runner.push({"@timestamp": 4})
+
+
+def test_rules_the_dispatch_cannot_drive_run_on_their_own() -> None:
+    tb = compile_query("sequence [process where true] [file where true]", tiebreaker_field="seq")
+    other_time = compile_query("process where true", timestamp_field="t")
+    ruleset = RuleSet({"tb": tb, "t": other_time})
+    assert ruleset.own_runner == ["tb", "t"]
+    runner = ruleset.stream()
+    out = runner.push({"@timestamp": 1, "t": 1, "seq": 1, "event": {"category": "process"}})
+    out += runner.push({"@timestamp": 2, "t": 2, "seq": 2, "event": {"category": "file"}})
+    assert sorted(k for k, _ in out) == ["t", "tb"]
+
+
+def test_parsed_query_ast_is_accepted() -> None:
+    program = compile_query(parser.parse("network where destination.port == 443"))
+    runner = RuleSet({1: program}).stream()
+    assert runner.push({"@timestamp": 0, "event": {"category": "network"}, "destination": {"port": 443}})
+
+
+def test_sample_queries_run_beside_the_dispatched_rules() -> None:
+    sample = compile_query("sample by host [process where true] [file where true]")
+    seq = compile_query("sequence by host [process where true] [file where true]")
+    programs = {"sample": sample, "seq": seq}
+    assert RuleSet(programs).own_runner == ["sample"]
+    events = [
+        {"@timestamp": 1, "seq": 0, "host": "a", "event": {"category": "process"}},
+        {"@timestamp": 2, "seq": 1, "host": "a", "event": {"category": "file"}},
+    ]
+    together = _together(programs, events)
+    assert together == _each_alone(programs, events)
+    assert together["sample"] and together["seq"]
