@@ -53,10 +53,8 @@ OPEN_ARGS = "open-args"
 SPAWN = "spawn"
 NETWORK = "network"
 
-# Navigator's tactic short names ("command-and-control") follow from the tactic names.
-TACTIC_SHORTNAMES: dict[str, str] = {
-    tid: name.lower().replace(" ", "-") for tid, name in attack.TACTICS.items()
-}
+# Navigator's tactic short names ("command-and-control"), from the ATT&CK table.
+TACTIC_SHORTNAMES: dict[str, str] = {tid: t.shortname for tid, t in attack.table().tactics.items()}
 NAVIGATOR_PLATFORMS = {"windows": "Windows", "linux": "Linux", "macos": "macOS"}
 
 

@@ -1,67 +1,110 @@
-"""A small, hand-written MITRE ATT&CK (Enterprise) table: tactics and the techniques rules use.
+"""MITRE ATT&CK Enterprise: tactics, techniques, detection strategies and analytics.
 
-The tactic list is complete, so an unknown tactic ID is an error. The technique list only holds
-techniques this repository's rules map to (plus their close neighbours); a technique missing
-from it is a warning ("cannot verify its tactic"), not an error, so mapping a new technique
-never blocks a merge: add it here, with its tactic(s), in the same change.
+The data is ``attack_enterprise.json``, generated from MITRE's STIX release by
+``scripts/gen_attack_table.py`` (never edited by hand). It is read once, on first use.
 """
 
 from __future__ import annotations
 
+import json
 import re
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
 
 ATTACK_ID = re.compile(r"^(?:TA\d{4}|T\d{4}(?:\.\d{3})?)$")
+TABLE_PATH = Path(__file__).with_name("attack_enterprise.json")
 
-TACTICS: dict[str, str] = {
-    "TA0043": "Reconnaissance",
-    "TA0042": "Resource Development",
-    "TA0001": "Initial Access",
-    "TA0002": "Execution",
-    "TA0003": "Persistence",
-    "TA0004": "Privilege Escalation",
-    "TA0005": "Defense Evasion",
-    "TA0006": "Credential Access",
-    "TA0007": "Discovery",
-    "TA0008": "Lateral Movement",
-    "TA0009": "Collection",
-    "TA0011": "Command and Control",
-    "TA0010": "Exfiltration",
-    "TA0040": "Impact",
-}
+# Rule platforms (metadata.platforms) → ATT&CK platform names.
+PLATFORM_NAMES = {"windows": "Windows", "linux": "Linux", "macos": "macOS"}
 
-# technique or sub-technique ID → (name, tactic IDs it belongs to)
-TECHNIQUES: dict[str, tuple[str, tuple[str, ...]]] = {
-    "T1204": ("User Execution", ("TA0002",)),
-    "T1204.001": ("Malicious Link", ("TA0002",)),
-    "T1204.002": ("Malicious File", ("TA0002",)),
-    "T1566": ("Phishing", ("TA0001",)),
-    "T1566.001": ("Spearphishing Attachment", ("TA0001",)),
-    "T1566.002": ("Spearphishing Link", ("TA0001",)),
-    "T1059": ("Command and Scripting Interpreter", ("TA0002",)),
-    "T1059.001": ("PowerShell", ("TA0002",)),
-    "T1059.002": ("AppleScript", ("TA0002",)),
-    "T1059.003": ("Windows Command Shell", ("TA0002",)),
-    "T1059.004": ("Unix Shell", ("TA0002",)),
-    "T1059.005": ("Visual Basic", ("TA0002",)),
-    "T1059.006": ("Python", ("TA0002",)),
-    "T1059.007": ("JavaScript", ("TA0002",)),
-    "T1218": ("System Binary Proxy Execution", ("TA0005",)),
-    "T1218.005": ("Mshta", ("TA0005",)),
-    "T1218.007": ("Msiexec", ("TA0005",)),
-    "T1218.010": ("Regsvr32", ("TA0005",)),
-    "T1218.011": ("Rundll32", ("TA0005",)),
-    "T1553": ("Subvert Trust Controls", ("TA0005",)),
-    "T1553.005": ("Mark-of-the-Web Bypass", ("TA0005",)),
-    "T1027": ("Obfuscated Files or Information", ("TA0005",)),
-    "T1140": ("Deobfuscate/Decode Files or Information", ("TA0005",)),
-    "T1036": ("Masquerading", ("TA0005",)),
-    "T1105": ("Ingress Tool Transfer", ("TA0011",)),
-    "T1071": ("Application Layer Protocol", ("TA0011",)),
-    "T1071.001": ("Web Protocols", ("TA0011",)),
-    "T1071.004": ("DNS", ("TA0011",)),
-    "T1021": ("Remote Services", ("TA0008",)),
-    "T1021.002": ("SMB/Windows Admin Shares", ("TA0008",)),
-}
+
+@dataclass(frozen=True, slots=True)
+class Tactic:
+    """A tactic (TA…); ``shortname`` is the kill-chain phase name Navigator uses."""
+
+    id: str
+    shortname: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Technique:
+    """A technique or sub-technique (T…)."""
+
+    id: str
+    name: str
+    tactics: tuple[str, ...]
+    platforms: tuple[str, ...]
+    parent: str | None = None
+    revoked_by: str | None = None
+    deprecated: bool = False
+
+    @property
+    def current(self) -> bool:
+        """Neither revoked nor deprecated."""
+        return self.revoked_by is None and not self.deprecated
+
+
+@dataclass(frozen=True, slots=True)
+class Strategy:
+    """A detection strategy (DET…): the technique it detects and its analytics."""
+
+    id: str
+    name: str
+    technique: str
+    analytics: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Analytic:
+    """An analytic (AN…): its detection strategy, platforms and tunable elements."""
+
+    id: str
+    strategy: str
+    platforms: tuple[str, ...]
+    mutable: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class AttackTable:
+    """The whole table, keyed by ATT&CK ID."""
+
+    version: str
+    tactics: dict[str, Tactic]  # in matrix order
+    techniques: dict[str, Technique]
+    strategies: dict[str, Strategy]
+    analytics: dict[str, Analytic]
+
+
+@cache
+def table() -> AttackTable:
+    """The packaged ATT&CK table."""
+    raw = json.loads(TABLE_PATH.read_text(encoding="utf-8"))
+    return AttackTable(
+        version=raw["attack_version"],
+        tactics={t[0]: Tactic(*t) for t in raw["tactics"]},
+        techniques={
+            tid: Technique(
+                tid,
+                e["name"],
+                tuple(e["tactics"]),
+                tuple(e["platforms"]),
+                e.get("parent"),
+                e.get("revoked_by"),
+                e.get("deprecated", False),
+            )
+            for tid, e in raw["techniques"].items()
+        },
+        strategies={
+            det: Strategy(det, e["name"], e["technique"], tuple(e["analytics"]))
+            for det, e in raw["strategies"].items()
+        },
+        analytics={
+            an: Analytic(an, e["strategy"], tuple(e["platforms"]), tuple(e.get("mutable", ())))
+            for an, e in raw["analytics"].items()
+        },
+    )
 
 
 def tactic_reference(tactic_id: str) -> str:

@@ -336,23 +336,19 @@ def test_subtechnique_under_another_technique(rules_dir: Path) -> None:
     assert "T1059.001 is not a sub-technique of T1204" in finding.message
 
 
-def test_unknown_technique_is_a_warning_only(rules_dir: Path) -> None:
-    _mutate(rules_dir, "- id: T1204\n", "- id: T1999\n")
-    text = (rules_dir / SAMPLE).read_text()
-    sub = text.index("        subtechnique:")
-    text = text[:sub] + text[text.index("from: now-9m") :]
-    text = text.replace(
-        "reference: https://attack.mitre.org/techniques/T1204/",
-        "reference: https://attack.mitre.org/techniques/T1999/",
+def test_unknown_subtechnique_is_an_error(rules_dir: Path) -> None:
+    _mutate(
+        rules_dir,
+        '{id: T1204.002, name: Malicious File, reference: "https://attack.mitre.org/techniques/T1204/002/"}',
+        '{id: T1204.999, name: Malicious File, reference: "https://attack.mitre.org/techniques/T1204/999/"}',
     )
-    (rules_dir / SAMPLE).write_text(text.replace("[AN1314, DET0294, T1204.002]", "[AN1314, DET0294]"))
-    findings = _run(rules_dir)
-    assert [(f.code, f.severity) for f in findings] == [("attack-id", WARNING)]
-    assert "T1999 is not in the project's ATT&CK table" in findings[0].message
+    errors = [f for f in _run(rules_dir) if f.severity == ERROR]
+    assert [f.code for f in errors] == ["attack-id"]
+    assert "T1204.999 is not a sub-technique in ATT&CK v18.1" in errors[0].message
 
 
 def test_implemented_technique_missing_from_threat_is_a_warning(rules_dir: Path) -> None:
-    _mutate(rules_dir, "[AN1314, DET0294, T1204.002]", "[AN1314, DET0294, T1204.002, T1566.001]")
+    _mutate(rules_dir, "[AN1314, DET0478, T1204.002]", "[AN1314, DET0478, T1204.002, T1566.001]")
     findings = _run(rules_dir)
     assert [(f.code, f.severity) for f in findings] == [("attack-id", WARNING)]
     assert "T1566.001" in findings[0].message

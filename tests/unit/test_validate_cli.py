@@ -113,7 +113,7 @@ def test_github_format(repo: Path) -> None:
 
 
 def test_warnings_alone_exit_0_unless_strict(repo: Path) -> None:
-    _break(repo, "[AN1314, DET0294, T1204.002]", "[AN1314, DET0294, T1204.002, T1566.001]")
+    _break(repo, "[AN1314, DET0478, T1204.002]", "[AN1314, DET0478, T1204.002, T1566.001]")
     code, out, _ = _invoke(repo, "validate", str(repo / "detections"))
     assert code == 0 and "warning:" in out
     code, _, _ = _invoke(repo, "validate", "--strict", str(repo / "detections"))
@@ -147,7 +147,7 @@ def test_list_text_and_json(repo: Path) -> None:
         "0f5c1d2e-7a4b-4c3d-9e8f-112233445566",
         "sample-alerts-chain",
     ]
-    assert rows[0]["implements"] == ["AN1314", "DET0294", "T1204.002"]
+    assert rows[0]["implements"] == ["AN1314", "DET0478", "T1204.002"]
     assert rows[0]["type"] == "eql" and rows[0]["tags"] == ["Domain: Endpoint", "OS: Windows"]
     assert rows[0]["path"].endswith(SAMPLE)
 
