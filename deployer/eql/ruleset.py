@@ -416,7 +416,7 @@ class RuleSetRunner:
         self._pos = pos + 1
         if ts is None:
             ts = self._timestamp(event, pos)
-        if self._prev is not None and ts < self._prev:
+        if self._prev is not None and ts < self._prev and self._members:
             raise ValueError(f"event #{pos} is out of order ({self._ts_field}={ts}); sort the input first")
         self._prev = ts
         out: list[tuple[Hashable, Match]] = []

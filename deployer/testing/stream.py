@@ -1,9 +1,11 @@
 """Streaming replay for `dac run`: one read of the events file feeds every rule, with bounded memory.
 
 The batch replay (`replay.replay`) holds every event and sorts each rule's input. Recorded
-telemetry is normally in time order already, so here one loop reads the events once and pushes
-each of them to every rule's runner (`Program.stream()`), in dependency order, with the
-`@timestamp` the reader has parsed already.
+telemetry is normally in time order already, so here one loop reads the events once. The rules
+over events are one rule-set program (`deployer.eql.ruleset`: each event reaches only the rules
+and sequence steps its category and the rules' shared selective conditions can match, each rule's
+pre-filter applied first); the rules over alerts get each event after them, in dependency order.
+Every rule ordered by `@timestamp` gets the value the reader has parsed already.
 
 A rule over other rules' alerts gets the alert documents of its dependencies as they are
 synthesised. Alerts come out of order (a sequence is reported when its last event arrives, its
@@ -38,6 +40,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from deployer.eql.ruleset import RuleSet
 from deployer.eql.values import first_value, make_getter, parse_timestamp
 from deployer.testing.alerts import alerts_for_match
 from deployer.testing.evaluate import (
@@ -159,36 +162,12 @@ class _Stage:
 
     @property
     def on_event(self) -> Callable[[Event, int], None]:
-        """What this stage does with each event of the file (in dependency order)."""
-        if not self.reads_alerts:
-            if not self.event_times:
-                return self._push_untimed
-            if self.lag is None or not self.subscribers:
-                return self._push_timed
-            return self._push_event
+        """What a rule over alerts does with each event of the file (in dependency order)."""
         if self.reads_events:
             return self._merge_event
         return self._release_if_dirty
 
-    # -- rules over events only
-
-    def _push_event(self, event: Event, ts: int) -> None:
-        matches = self.runner.push(event, ts)
-        if matches:
-            self._handle(matches)
-        self._watermark(ts)
-
-    def _push_timed(self, event: Event, ts: int) -> None:
-        # No rule waits on this one's watermarks: the common case, kept to one call.
-        matches = self.runner.push(event, ts)
-        if matches:
-            self._handle(matches)
-
-    def _push_untimed(self, event: Event, ts: int) -> None:
-        # Ordered by another field: the runner reads (and checks the order of) its own time.
-        matches = self.runner.push(event)
-        if matches:
-            self._handle(matches)
+    # -- every rule
 
     def _handle(self, matches: list[Any]) -> None:
         for match in matches:
@@ -302,7 +281,15 @@ def stream_replay(
                 stages[dep].subscribe(stage, rank)
     # Dependency order: a rule's alerts reach the rules over them within the same event.
     all_stages = list(stages.values())
-    steps = [stage.on_event for stage in all_stages]
+    # Rules over events only are one rule-set program (each event reaches only the rules it can
+    # match); they depend on nothing, so they go first. Rules over alerts follow in dependency order.
+    over_events = [s for s in all_stages if not s.reads_alerts]
+    marking = [s for s in over_events if s.subscribers and s.lag is not None]
+    ruleset = RuleSet(
+        {s.rule_id: s.program for s in over_events},
+        prefilters=_prefilters(evaluator, over_events),
+    ).stream()
+    steps = [stage.on_event for stage in all_stages if stage.reads_alerts]
     # The reader sees @timestamp; rules ordered by another field check their own order.
     ordered_by_timestamp = any(s.event_times for s in all_stages if s.reads_events)
     # Events are acyclic JSON that die young, but the default collector thresholds make it walk the
@@ -319,6 +306,10 @@ def stream_replay(
                 raise StreamBroken(f"{name}:{event.line}: @timestamp goes back in time", disorder=True)
             previous = ts
             try:
+                for rule_id, match in ruleset.push(event, ts):
+                    stages[rule_id]._handle([match])
+                for stage in marking:
+                    stage._watermark(ts)
                 for step in steps:
                     step(event, ts)
             except StreamBroken:
@@ -329,6 +320,8 @@ def stream_replay(
             if progress is not None and count % PROGRESS_EVERY == 0:
                 progress(count)
         try:
+            for rule_id, match in ruleset.finish():
+                stages[rule_id]._handle([match])
             for stage in all_stages:
                 stage.finish()
         except StreamBroken:
@@ -342,6 +335,19 @@ def stream_replay(
         spool = stages[rule_id].spool
         if spool is not None:
             yield from spool.read()
+
+
+def _prefilters(evaluator: Evaluator, stages: Sequence[_Stage]) -> dict[str, Callable[[Any], bool]]:
+    """Each rule's event pre-filter (its exception items), where the evaluator has one."""
+    admits = getattr(evaluator, "admits", None)
+    if admits is None:
+        return {}
+    out = {}
+    for stage in stages:
+        keep = admits(stage.rule_id)
+        if keep is not None:
+            out[stage.rule_id] = keep
+    return out
 
 
 _DONE = object()
