@@ -16,6 +16,7 @@ import json
 import os
 import re
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -129,7 +130,7 @@ class KibanaClient:
             try:
                 body = self.http.request("GET", f"{self.prefix}{RULES}/_find", params=params).json()
             except HttpError as e:
-                raise self._space_gone(e) from None
+                raise self.space_error(e) from None
             data = body.get("data") or []
             out.extend(data)
             total = int(body.get("total") or 0)
@@ -143,7 +144,8 @@ class KibanaClient:
                 return out
             page += 1
 
-    def _space_gone(self, e: HttpError) -> TargetError:
+    def space_error(self, e: HttpError) -> TargetError:
+        """Return a clear error when `e` is Kibana's 404 for a space that does not exist, else `e`."""
         # Kibana answers 404 "Saved object [space/<id>] not found" for a space that does not exist.
         if e.status_code == 404 and self.space != "default":
             return TargetError(
@@ -376,6 +378,22 @@ class KibanaTarget:
     def owned(self, body: Mapping[str, Any]) -> bool:
         """Return True when the body carries the dac ownership marker."""
         return kr.owned(body)
+
+    @contextmanager
+    def lock(self, holder: str, *, wait: float) -> Iterator[None]:
+        """Hold this space's deploy lock (a value list created atomically; see kibana_lock)."""
+        from deployer.targets.kibana_lock import KibanaDeployLock
+
+        self.client.check_version()
+        lock = KibanaDeployLock(self.client.http, self.client.prefix)
+        try:
+            lock.acquire(holder, wait=wait)
+        except HttpError as e:
+            raise self.client.space_error(e) from None
+        try:
+            yield
+        finally:
+            lock.release()
 
     def apply(self, plan: Plan, progress: ProgressCallback | None = None) -> list[Result]:
         """Apply the plan: one `_import` for creates/updates, `_bulk_action` for toggles and deletes."""

@@ -29,10 +29,17 @@ def kibana_spec(shared_dir: Path) -> KibanaSpec:
     return KibanaSpec(path)
 
 
+@pytest.fixture(scope="session")
+def kibana_lists_spec(shared_dir: Path) -> KibanaSpec | None:
+    """Kibana's published OpenAPI spec for value lists (None when absent: no /api/lists routes)."""
+    path = shared_dir / "apis" / "kibana-lists-oas.yaml"
+    return KibanaSpec(path) if path.is_file() else None
+
+
 @pytest.fixture
-def kibana(kibana_spec: KibanaSpec) -> Iterator[KibanaContractServer]:
+def kibana(kibana_spec: KibanaSpec, kibana_lists_spec: KibanaSpec | None) -> Iterator[KibanaContractServer]:
     """A running contract server accepting RAW_API_KEY and elastic/PASSWORD."""
-    server = KibanaContractServer(kibana_spec)
+    server = KibanaContractServer(kibana_spec, lists_spec=kibana_lists_spec)
     server.add_api_key(RAW_API_KEY)
     server.state.users["elastic"] = PASSWORD
     server.start()

@@ -44,6 +44,7 @@ from referencing.jsonschema import DRAFT4
 API_VERSION = "2023-10-31"
 DE = "/api/detection_engine"
 RULES = f"{DE}/rules"
+LISTS = "/api/lists"
 
 # Fields only the server sets; accepted (and ignored) on import lines, as Kibana does. Written
 # out here rather than imported from deployer.rules.kibana_fields on purpose: the contract server
@@ -208,6 +209,9 @@ class State:
     import_rule_errors: dict[str, tuple[int, str]] = field(default_factory=dict)
     # Spaces that exist; None means every space exists (created on first use).
     spaces: set[str] | None = None
+    # Value lists (containers only) per space, and the spaces whose list data streams exist.
+    value_lists: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    list_indices: set[str] = field(default_factory=set)
     requests: list[Request] = field(default_factory=list)
     spec_violations: list[str] = field(default_factory=list)
 
@@ -259,8 +263,15 @@ _DEFAULTS: dict[str, Any] = {
 class KibanaContractServer:
     """Start with `start()`, stop with `stop()`; `url` is the base URL."""
 
-    def __init__(self, spec: KibanaSpec, *, ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        spec: KibanaSpec,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        lists_spec: KibanaSpec | None = None,
+    ) -> None:
         self.spec = spec
+        self.lists_spec = lists_spec
         self.state = State()
         self.lock = threading.RLock()
         server = self
@@ -560,7 +571,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def _json_body(self, raw: bytes, pointer: str | None, *, required: bool = True) -> Any:
+    def _json_body(
+        self, raw: bytes, pointer: str | None, *, required: bool = True, spec: KibanaSpec | None = None
+    ) -> Any:
         if not raw:
             if required:
                 raise _platform_error(400, "Bad Request", "[request body]: Expected object, received null")
@@ -572,7 +585,7 @@ class _Handler(BaseHTTPRequestHandler):
         except json.JSONDecodeError as e:
             raise _platform_error(400, "Bad Request", f"[request body]: Invalid JSON: {e.msg}") from None
         if pointer is not None:
-            errors = self.server_ref.spec.errors(pointer, body)
+            errors = (spec or self.server_ref.spec).errors(pointer, body)
             if errors:
                 raise _platform_error(400, "Bad Request", "[request body]: " + ", ".join(errors[:5]))
         return body
@@ -591,6 +604,8 @@ class _Handler(BaseHTTPRequestHandler):
         spec = srv.spec
         if path == "/api/status" and method == "GET":
             return 200, self._status_body(), {}
+        if path in (LISTS, f"{LISTS}/index") and srv.lists_spec is not None:
+            return self._lists(method, path, space, query, raw)
         if path == RULES:
             self._query(path, method.lower(), query)
             if method == "POST":
@@ -630,6 +645,70 @@ class _Handler(BaseHTTPRequestHandler):
             self._query(path, "post", query)
             body = self._json_body(raw, spec.body_pointer(path, "post"), required=False)
             return self._export(space, body, query)
+        raise _platform_error(404, "Not Found", "Not Found")
+
+    def _lists(
+        self, method: str, path: str, space: str, query: dict[str, list[str]], raw: bytes
+    ) -> tuple[int, Any, dict[str, str]]:
+        """Value-list containers: `POST/GET/DELETE /api/lists` and `POST /api/lists/index`."""
+        srv = self.server_ref
+        spec = srv.lists_spec
+        assert spec is not None
+        st = srv.state
+        stream = f".lists-{space}"
+        if path == f"{LISTS}/index":
+            if method != "POST":
+                raise _platform_error(404, "Not Found", "Not Found")
+            if space in st.list_indices:
+                raise _siem_error(
+                    409, f'data stream: "{stream}" and "{stream.replace("lists", "items")}" already exists'
+                )
+            st.list_indices.add(space)
+            return 200, {"acknowledged": True}, {}
+        errors = spec.query_errors(path, method.lower(), query)
+        if errors:
+            raise _platform_error(400, "Bad Request", "[request query]: " + ", ".join(errors))
+        lists = st.value_lists.setdefault(space, {})
+        if method == "POST":
+            body = self._json_body(raw, spec.body_pointer(path, "post"), spec=spec)
+            if space not in st.list_indices:
+                raise _siem_error(
+                    400,
+                    f'To create a list, the data stream must exist first. Data stream "{stream}" does not exist',
+                )
+            lid = body.get("id") or str(uuid.uuid4())
+            # Kibana stores the list with Elasticsearch's `create`: a second create of an id is a 409.
+            if lid in lists:
+                raise _siem_error(409, f'list id: "{lid}" already exists')
+            now = _now()
+            stored = {
+                "_version": "WzAsMV0=",
+                "@timestamp": now,
+                "id": lid,
+                "type": body["type"],
+                "name": body["name"],
+                "description": body["description"],
+                "immutable": False,
+                "version": body.get("version", 1),
+                "tie_breaker_id": str(uuid.uuid4()),
+                "created_at": now,
+                "created_by": "elastic",
+                "updated_at": now,
+                "updated_by": "elastic",
+                **({"meta": body["meta"]} if "meta" in body else {}),
+            }
+            problems = spec.errors(spec.component("List"), stored)
+            if problems:
+                st.spec_violations.append(f"list response: {problems[:3]}")
+            lists[lid] = stored
+            return 200, copy.deepcopy(stored), {}
+        lid = query.get("id", [""])[-1]
+        if lid not in lists:
+            raise _siem_error(404, f'list id: "{lid}" not found')
+        if method == "GET":
+            return 200, copy.deepcopy(lists[lid]), {}
+        if method == "DELETE":
+            return 200, lists.pop(lid), {}
         raise _platform_error(404, "Not Found", "Not Found")
 
     def _status_body(self) -> dict[str, Any]:

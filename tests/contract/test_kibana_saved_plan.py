@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from kibana_contract_fixtures import rule_yaml, write_rules
@@ -255,3 +258,98 @@ def test_show_text_json_and_markdown(kibana, env, dac, tmp_path: Path):
     live = dac("plan", "--prune", "--format", "markdown", env=env)
     assert live.exit_code == 3
     assert live.stdout.split("<sub>")[0] == md.split("<sub>")[0]
+
+
+# ---------------------------------------------------------------- concurrency (two processes)
+
+_REPO = Path(__file__).resolve().parents[2]
+
+
+def _spawn(cwd: Path, env: dict[str, str], *args: str) -> subprocess.Popen:
+    """Start `dac ARGS` as its own process (the package under test first on the path)."""
+    full = {**os.environ, **env, "PYTHONPATH": str(_REPO)}
+    full.pop("DAC_CONFIG", None)
+    return subprocess.Popen(
+        [sys.executable, "-c", "from deployer.cli import main; main()", *args],
+        cwd=cwd,
+        env=full,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _finish(proc: subprocess.Popen) -> tuple[int, str, str]:
+    out, err = proc.communicate(timeout=120)
+    return proc.returncode, out, err
+
+
+def test_two_deploys_of_the_same_plan_at_once_only_one_writes(kibana, env, dac, tmp_path: Path):
+    _, plan_file = _setup(kibana, env, dac, tmp_path)
+    # Hold every import for a while, so without the lock both runs would pass their checks first.
+    kibana.fail(0, times=2, path_contains="/_import", delay=1.5)
+    procs = [_spawn(tmp_path, env, "deploy", "--plan", str(plan_file)) for _ in range(2)]
+    results = sorted((_finish(p) for p in procs), key=lambda r: r[0])
+    (ok_code, ok_out, _), (lost_code, _, lost_err) = results
+    assert (ok_code, lost_code) == (0, 1), results
+    assert "Deployed: 3 ok, 0 failed." in ok_out
+    assert "the target changed since the plan was made" in lost_err
+    assert "rule gen-rule-0005: the plan creates it, but it now exists in the target" in lost_err
+    assert kibana.count("POST", "/_import") == 1
+    assert kibana.count("POST", "/_bulk_action") == 1
+    assert kibana.state.value_lists.get("default") == {}  # the lock was released
+
+
+def test_two_overlapping_plans_at_once_only_one_writes(kibana, env, tmp_path: Path):
+    repos = []
+    for name in ("a", "b"):
+        repo = tmp_path / name
+        write_rules(repo, 3)
+        repos.append(repo)
+    first = _finish(_spawn(repos[0], env, "deploy"))
+    assert first[0] == 0, first
+    win_a, win_b = (r / "detections" / "windows" for r in repos)
+    (win_a / "rule_0001.yaml").write_text(rule_yaml(1, severity="high"), encoding="utf-8")
+    (win_b / "rule_0001.yaml").write_text(rule_yaml(1, severity="low"), encoding="utf-8")
+    (win_b / "rule_0007.yaml").write_text(rule_yaml(7), encoding="utf-8")
+    for repo in repos:
+        code, out, err = _finish(_spawn(repo, env, "plan", "--out", "plan.json"))
+        assert code == 3, out + err
+    kibana.reset_counts()
+    kibana.fail(0, times=2, path_contains="/_import", delay=1.5)
+    procs = [_spawn(repo, env, "deploy", "--plan", "plan.json") for repo in repos]
+    results = [_finish(p) for p in procs]
+    assert sorted(r[0] for r in results) == [0, 1], results
+    winner = 0 if results[0][0] == 0 else 1
+    assert (
+        "rule gen-rule-0001: changed in the target since the plan (revision 0 -> 1" in results[1 - winner][2]
+    )
+    assert kibana.count("POST", "/_import") == 1
+    assert kibana.rules()["gen-rule-0001"]["severity"] == ("high" if winner == 0 else "low")
+    assert ("gen-rule-0007" in kibana.rules()) == (winner == 1)
+
+
+def test_a_held_lock_makes_deploy_wait_then_give_up(kibana, env, dac, tmp_path: Path):
+    _, plan_file = _setup(kibana, env, dac, tmp_path)
+    kibana.state.list_indices.add("default")
+    kibana.state.value_lists["default"] = {
+        "dac-deploy-lock": {
+            "id": "dac-deploy-lock",
+            "meta": {
+                "holder": "ci-runner:42",
+                "acquired_at": "2030-01-01T00:00:00Z",
+                "expires_at": "2999-01-01T00:00:00Z",
+            },
+        }
+    }
+    run = dac("deploy", "--plan", str(plan_file), "--lock-wait", "0", env=env)
+    assert run.exit_code == 2
+    assert (
+        "another deploy holds the lock of this space (ci-runner:42 since 2030-01-01T00:00:00Z)" in run.stderr
+    )
+    assert kibana.writes == 0
+    # A lock past its expiry (a crashed run) is taken over.
+    kibana.state.value_lists["default"]["dac-deploy-lock"]["meta"]["expires_at"] = "2020-01-01T00:00:00Z"
+    run = dac("deploy", "--plan", str(plan_file), "--lock-wait", "0", env=env)
+    assert run.exit_code == 0, run.stderr
+    assert kibana.state.value_lists["default"] == {}
