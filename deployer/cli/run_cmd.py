@@ -33,7 +33,12 @@ def format_result(result: dict) -> str:
     help="Rule file or directory (repeatable). Default: detections/.",
 )
 def run(events_path: str, rule_paths: tuple[Path, ...]) -> None:
-    """Replay events through the rules and print one JSON object per match (exit 0 matched or not)."""
+    """Replay events through the rules and print one JSON object per match.
+
+    Exit 0 when every rule was evaluated, matched or not. A rule that cannot be evaluated (or a
+    rule file that does not load) is named on stderr, with the construct and its position, while
+    the others still run; the exit is then 1.
+    """
     from deployer.testing.evaluate import EvaluationError
     from deployer.testing.events import EventsError, default_field_types
     from deployer.testing.loading import load_rules
@@ -44,14 +49,11 @@ def run(events_path: str, rule_paths: tuple[Path, ...]) -> None:
             raise click.UsageError(f"no {DEFAULT_RULES_DIR}/ here; pass --rules PATH")
         rule_paths = (DEFAULT_RULES_DIR,)
     loaded = load_rules(list(rule_paths))
-    if loaded.errors:
-        for message in loaded.errors:
-            click.echo(f"error: {message}", err=True)
-        sys.exit(EXIT_FAIL)
-    if not loaded.rules:
+    if not loaded.rules and not loaded.errors:
         raise click.UsageError("no rule files found under " + ", ".join(str(p) for p in rule_paths))
 
     status = _Status(enabled=sys.stderr.isatty())
+    refused: list = []
     try:
         results = replay_file(
             loaded.rules,
@@ -60,6 +62,7 @@ def run(events_path: str, rule_paths: tuple[Path, ...]) -> None:
             field_types=default_field_types(),
             progress=lambda n: status.update(f"evaluating {len(loaded.rules)} rules, read {n:,} events"),
             on_fallback=lambda why: status.update(f"replaying in memory: {why}"),
+            on_refused=refused.append,
         )
         out = sys.stdout
         for result in results:
@@ -74,6 +77,18 @@ def run(events_path: str, rule_paths: tuple[Path, ...]) -> None:
     finally:
         status.stop()
     sys.stdout.flush()
+    if refused or loaded.errors:
+        # A rule file that does not load is one more rule left out; the others have run.
+        for message in loaded.errors:
+            click.echo(f"error: {message}", err=True)
+        for refusal in refused:
+            click.echo(f"refused: {refusal}", err=True)
+        evaluated = len(loaded.rules) - len(refused)
+        summary = f"{evaluated} of {len(loaded.rules)} rules evaluated, {len(refused)} refused"
+        if loaded.errors:
+            summary += f", {len(loaded.errors)} rule files not loaded"
+        click.echo(summary, err=True)
+        sys.exit(EXIT_FAIL)
 
 
 class _Status:

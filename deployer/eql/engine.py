@@ -368,7 +368,20 @@ class _Compiler:
                 )
             patterns.append(p.value)
         if expr.is_regex:
-            return regex_matcher(patterns, expr.case_insensitive, lucene=lucene)
+            try:
+                return regex_matcher(patterns, expr.case_insensitive, lucene=lucene)
+            except EqlError as exc:
+                if exc.line is not None:
+                    raise
+                # Point at the literal that cannot be run, so the report names where it is.
+                culprit = expr.patterns[0]
+                for literal, text in zip(expr.patterns, patterns, strict=True):
+                    try:
+                        regex_matcher([text], expr.case_insensitive, lucene=lucene)
+                    except EqlError:
+                        culprit = literal
+                        break
+                raise type(exc)(exc.message, culprit.line, culprit.column, exc.hint) from None
         return wildcards_matcher(patterns, expr.case_insensitive)
 
     def _generic_leaf(self, expr: ast.Expr) -> Pred:

@@ -34,7 +34,24 @@ class EvaluationError(Exception):
         super().__init__(f"{rule_id}: {message}" if rule_id else message)
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """A rule left out of a run because it cannot be evaluated, and why.
+
+    ``message`` names the construct and its position in the rule file when the query has one
+    (``cannot be evaluated offline: path:line:col: not supported offline: ...``).
+    """
+
+    rule_id: str
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.rule_id}: {self.message}"
+
+
 Compiler = Callable[[RuleLike], Any]
+Refused = Callable[[Refusal], None]
 # Kibana's default `max_signals`, the EQL request `size` of a rule that does not set one.
 DEFAULT_MAX_SIGNALS = 100
 
@@ -166,6 +183,32 @@ class Evaluator:
             self._programs[rule.rule_id] = prog
         return prog
 
+    def triage(self, targets: Iterable[str]) -> tuple[list[str], list[Refusal]]:
+        """Split the targets into those that can be evaluated and those refused, with the reason.
+
+        A target is refused when its own query does not compile offline, or when something it
+        depends on cannot be evaluated (bad dependency graph, a dependency refused in turn). Every
+        other target is kept, so one bad rule never stops the rest.
+        """
+        kept: list[str] = []
+        refused: list[Refusal] = []
+        for target in sorted(set(targets)):
+            try:
+                self.prepare([target])
+            except EvaluationError as exc:
+                refused.append(self.refusal(target, exc))
+            else:
+                kept.append(target)
+        return kept, refused
+
+    def refusal(self, target: str, exc: EvaluationError) -> Refusal:
+        """The refusal of ``target`` for an error raised while preparing or evaluating it (or a dependency)."""
+        rule = self.by_id.get(target)
+        path = str(getattr(rule, "path", "") or "")
+        if exc.rule_id is None or exc.rule_id == target:
+            return Refusal(target, path, exc.message)
+        return Refusal(target, path, f"depends on {exc.rule_id}, which cannot be evaluated: {exc.message}")
+
     def prepare(self, targets: Iterable[str]) -> None:
         """Check the dependency graph and compile every rule the targets need, before any evaluation."""
         for rule_id in self.order(targets):
@@ -188,42 +231,80 @@ class Evaluator:
                 )
         return order
 
-    def evaluate(self, targets: Iterable[str], events: Sequence[dict[str, Any]]) -> Iterator[RuleOutcome]:
-        """Evaluate the targets (and what they depend on) over the events; yield outcomes in dependency order."""
+    def evaluate(
+        self, targets: Iterable[str], events: Sequence[dict[str, Any]], *, on_refused: Refused | None = None
+    ) -> Iterator[RuleOutcome]:
+        """Evaluate the targets (and what they depend on) over the events; yield outcomes in dependency order.
+
+        A rule that fails while it runs raises `EvaluationError`, unless ``on_refused`` is given:
+        then that rule, and every target that depends on it, is reported there and the others go on.
+        """
         wanted = set(targets)
         order = self.order(wanted)
         # Alerts are synthesised only for rules something else reads them from.
         feeds = {dep for rule_id in order for dep in depends_on(self.by_id[rule_id])}
         outcomes: dict[str, RuleOutcome] = {}
+        failed: dict[str, EvaluationError] = {}
         for rule_id in order:
-            rule = self.by_id[rule_id]
-            reads_events, reads_alerts = index_kinds(rule)
-            stream: list[dict[str, Any]] = list(events) if reads_events else []
-            if reads_alerts:
-                for dep in dependencies(rule_id, self.by_id):
-                    stream.extend(outcomes[dep].alerts)
-                if reads_events:
-                    # Events and alerts share one time line; a stable sort keeps file order on ties.
-                    stream.sort(key=time_key)
-            try:
-                matches = list(self.program(rule).run(stream))
-            except EvaluationError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - an evaluator failure is reported against the rule
-                raise EvaluationError(rule_id, f"evaluation failed: {type(exc).__name__}: {exc}") from exc
-            outcome = RuleOutcome(rule, matches)
-            if rule_id in feeds:
-                kind = getattr(self.program(rule), "kind", None)
-                sequence = (
-                    kind in ("sequence", "sample")
-                    if kind
-                    else is_sequence_query(str(rule.kibana.get("query", "")))
-                )
-                outcome.alerts = alerts_for_matches(rule, matches, sequence=sequence)
-                outcome.alerts.sort(key=time_key)
+            if on_refused is not None:
+                cause = next((failed[d] for d in dependencies(rule_id, self.by_id) if d in failed), None)
+                if cause is not None:
+                    failed[rule_id] = cause
+                    if rule_id in wanted:
+                        on_refused(self.refusal(rule_id, cause))
+                    continue
+                try:
+                    outcome = self._evaluate_one(rule_id, events, outcomes, feeds)
+                except EvaluationError as exc:
+                    failed[rule_id] = exc
+                    if rule_id in wanted:
+                        on_refused(self.refusal(rule_id, exc))
+                    continue
+            else:
+                outcome = self._evaluate_one(rule_id, events, outcomes, feeds)
             outcomes[rule_id] = outcome
             if rule_id in wanted:
                 yield outcome
+
+    def _evaluate_one(
+        self,
+        rule_id: str,
+        events: Sequence[dict[str, Any]],
+        outcomes: dict[str, RuleOutcome],
+        feeds: set[str],
+    ) -> RuleOutcome:
+        """One rule over the events and its dependencies' alerts (already in ``outcomes``)."""
+        rule = self.by_id[rule_id]
+        reads_events, reads_alerts = index_kinds(rule)
+        stream: list[dict[str, Any]] = list(events) if reads_events else []
+        if reads_alerts:
+            for dep in dependencies(rule_id, self.by_id):
+                stream.extend(outcomes[dep].alerts)
+            if reads_events:
+                # Events and alerts share one time line; a stable sort keeps file order on ties.
+                stream.sort(key=time_key)
+        try:
+            matches = list(self.program(rule).run(stream))
+        except EvaluationError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - an evaluator failure is reported against the rule
+            raise EvaluationError(rule_id, f"evaluation failed: {type(exc).__name__}: {exc}") from exc
+        outcome = RuleOutcome(rule, matches)
+        if rule_id in feeds:
+            kind = getattr(self.program(rule), "kind", None)
+            sequence = (
+                kind in ("sequence", "sample")
+                if kind
+                else is_sequence_query(str(rule.kibana.get("query", "")))
+            )
+            try:
+                outcome.alerts = alerts_for_matches(rule, matches, sequence=sequence)
+            except Exception as exc:  # noqa: BLE001 - as above: reported against the rule
+                raise EvaluationError(
+                    rule_id, f"alert synthesis failed: {type(exc).__name__}: {exc}"
+                ) from exc
+            outcome.alerts.sort(key=time_key)
+        return outcome
 
 
 def _compile_message(rule: RuleLike, exc: Exception) -> str:

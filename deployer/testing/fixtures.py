@@ -197,6 +197,8 @@ def _run_one(
         result.message = str(exc)
     except EvaluationError as exc:
         result.message = str(exc)
+    except Exception as exc:  # noqa: BLE001 - one test's failure never stops the others
+        result.message = f"cannot run this test: {type(exc).__name__}: {exc}"
     result.duration = time.perf_counter() - started
     return result
 

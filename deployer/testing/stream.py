@@ -46,6 +46,7 @@ from deployer.testing.alerts import alerts_for_match
 from deployer.testing.evaluate import (
     EvaluationError,
     Evaluator,
+    Refused,
     RuleLike,
     dependencies,
     index_kinds,
@@ -364,25 +365,41 @@ def replay_file(
     stdin: IO[bytes] | None = None,
     progress: Callable[[int], None] | None = None,
     on_fallback: Callable[[str], None] | None = None,
+    on_refused: Refused | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Replay an events file (`-` for stdin) through the rules, streaming; out-of-order input is sorted first.
 
     Yields the same results, in the same order, as `replay.replay` over the whole file; raises
-    `EventsError` (bad input, reported before any rule problem, as when the file was read first)
-    or `EvaluationError`. Nothing is yielded before the whole file has been read. `on_fallback`
-    hears why the single streaming pass was not enough.
+    `EventsError` on bad input. Nothing is yielded before the whole file has been read.
+    `on_fallback` hears why the single streaming pass was not enough. A rule that cannot be
+    evaluated (its query does not compile offline, a bad dependency, a failure while it runs) is
+    left out and handed to `on_refused` (without it, the first such rule raises `EvaluationError`
+    once the file has been checked); every other rule is evaluated.
     """
     name = display_name(path)
     evaluator = Evaluator([*rules, *library])
-    targets = [r.rule_id for r in rules]
+    targets, refused = evaluator.triage(r.rule_id for r in rules)
     with _seekable(path, stdin) as source:
-        try:
-            evaluator.prepare(targets)
-        except EvaluationError:
-            # The file used to be read before the rules compiled: a bad line still wins.
+        # Refusals are reported only once the file is known to be good (bad input wins).
+        reported = False
+
+        def report() -> None:
+            nonlocal reported
+            if not reported and on_refused is not None:
+                reported = True
+                for refusal in refused:
+                    on_refused(refusal)
+
+        strict = bool(refused) and on_refused is None
+        if strict or not targets:
+            # Nothing to evaluate, or stopping at the first refusal: the file is still checked
+            # first, so a bad line wins over a rule problem.
             for _ in iter_timed_events(source, field_types=field_types, name=name):
                 pass
-            raise
+            if strict:
+                raise EvaluationError(refused[0].rule_id, refused[0].message)
+            report()
+            return
         try:
             yield from _first_then_rest(
                 stream_replay(
@@ -391,7 +408,8 @@ def replay_file(
                     iter_timed_events(source, field_types=field_types, name=name),
                     name=name,
                     progress=progress,
-                )
+                ),
+                report,
             )
             return
         except StreamBroken as exc:
@@ -403,7 +421,7 @@ def replay_file(
                 with tempfile.TemporaryDirectory(prefix="dac-run-sort-") as workdir:
                     events = _sorted_events(source, name, field_types, Path(workdir))
                     yield from _first_then_rest(
-                        stream_replay(evaluator, targets, events, name=name, progress=progress)
+                        stream_replay(evaluator, targets, events, name=name, progress=progress), report
                     )
                 return
             except StreamBroken as exc:
@@ -412,14 +430,19 @@ def replay_file(
             on_fallback(f"{broken}; replaying in memory")
         # The batch replay, whole file in memory: the reference the streaming passes reproduce.
         batch = read_events(source, field_types=field_types, name=name)
-        for outcome in evaluator.evaluate(targets, batch):
+        report()
+        for outcome in evaluator.evaluate(targets, batch, on_refused=on_refused):
             for match in outcome.matches:
                 yield result_for(outcome.rule, match)
 
 
-def _first_then_rest(results: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    """Run the pass to its first result before yielding anything, so a `StreamBroken` comes out first."""
+def _first_then_rest(results: Iterator[dict[str, Any]], done: Callable[[], None]) -> Iterator[dict[str, Any]]:
+    """Run the pass to its first result before yielding anything, so a `StreamBroken` comes out first.
+
+    ``done`` runs once the pass has read the whole file without breaking.
+    """
     first = next(results, _DONE)
+    done()
     if first is _DONE:
         return
     yield first

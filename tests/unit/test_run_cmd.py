@@ -144,3 +144,81 @@ def test_rule_over_alerts_alone_reads_its_dependencies_from_detections(
     assert result.exit_code == 0, result.output
     # Only the named rule is reported; its dependencies ran to produce its input.
     assert [(o["rule_id"], o["event_ids"]) for o in _lines(result.stdout)] == [("t-chain", ["e2", "e3"])]
+
+
+def _with_extra_rules(tmp_path: Path, **queries: str) -> Path:
+    """The test rules plus one rule file per keyword (rule_id: query), each depending on nothing."""
+    import shutil
+
+    rules = tmp_path / "rules"
+    shutil.copytree(RULES, rules)
+    for rule_id, body in queries.items():
+        (rules / f"{rule_id}.yaml").write_text(
+            f"rule_id: {rule_id}\nname: {rule_id}\ndescription: d\ntype: eql\nlanguage: eql\n"
+            f"index: [logs-*]\nseverity: low\nrisk_score: 1\n{body}"
+        )
+    return rules
+
+
+def test_a_rule_that_cannot_be_evaluated_is_refused_and_the_others_run(tmp_path: Path) -> None:
+    good = _run("--events", str(CHAIN), "--rules", str(RULES)).stdout
+    rules = _with_extra_rules(
+        tmp_path,
+        t_regex='query: |\n  process where\n    process.name regex "a~b"\n',
+    )
+    result = _run("--events", str(CHAIN), "--rules", str(rules))
+    # Contract: the other rules' matches are printed as usual, the refused rule is named on stderr
+    # with the construct and its position in the rule file, and the exit is 1.
+    assert result.exit_code == 1
+    assert result.stdout == good
+    path = rules / "t_regex.yaml"
+    assert f"refused: t_regex: cannot be evaluated offline: {path}:11:" in result.stderr
+    assert "not supported offline" in result.stderr
+    assert "4 of 5 rules evaluated, 1 refused" in result.stderr
+
+
+def test_a_failure_while_running_refuses_only_that_rule(tmp_path: Path) -> None:
+    good = _run("--events", str(CHAIN), "--rules", str(RULES)).stdout
+    # Ordered by a field the events do not have: the rule fails on its first event.
+    rules = _with_extra_rules(
+        tmp_path, t_untimed="timestamp_field: event.created\nquery: |\n  process where true\n"
+    )
+    result = _run("--events", str(CHAIN), "--rules", str(rules))
+    assert result.exit_code == 1
+    assert result.stdout == good
+    assert "refused: t_untimed: evaluation failed: ValueError" in result.stderr
+    assert "event.created" in result.stderr
+
+
+def test_bad_input_still_wins_over_a_refused_rule(tmp_path: Path) -> None:
+    rules = _with_extra_rules(tmp_path, t_regex='query: |\n  process where process.name regex "a~b"\n')
+    bad = tmp_path / "bad.ndjson"
+    bad.write_text(CHAIN.read_text() + "{\n")
+    result = _run("--events", str(bad), "--rules", str(rules))
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert "invalid JSON" in result.stderr
+    assert "refused" not in result.stderr
+
+
+def test_sample_rule_runs(tmp_path: Path) -> None:
+    rules = _with_extra_rules(
+        tmp_path,
+        t_sample="query: |\n  sample by host.name\n    [process where true]\n    [file where true]\n",
+    )
+    result = _run("--events", str(CHAIN), "--rules", str(rules))
+    assert result.exit_code == 0, result.output
+    (sample,) = [o for o in _lines(result.stdout) if o["rule_id"] == "t_sample"]
+    assert sample["event_ids"] == ["e2", "e1"]
+    assert sample["join_keys"] == ["ws1"]
+
+
+def test_a_rule_file_that_does_not_load_leaves_the_others_running(tmp_path: Path) -> None:
+    good = _run("--events", str(CHAIN), "--rules", str(RULES)).stdout
+    rules = _with_extra_rules(tmp_path)
+    (rules / "broken.yaml").write_text("rule_id: [unclosed\n")
+    result = _run("--events", str(CHAIN), "--rules", str(rules))
+    assert result.exit_code == 1
+    assert result.stdout == good
+    assert "broken.yaml:2:1:" in result.stderr
+    assert "4 of 4 rules evaluated, 0 refused, 1 rule files not loaded" in result.stderr

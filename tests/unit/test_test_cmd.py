@@ -152,3 +152,29 @@ def test_github_annotations_point_at_the_test_entry() -> None:
     path = str(DATA / "wrong" / "wrong_expectation.yaml").replace(":", "%3A").replace(",", "%2C")
     assert lines[0].startswith(f"::error file={path},line=16,col=7,title=dac test fail%3A t-wrong::")
     assert "::names the wrong event: expected but not matched:%0A  - [e1]" in lines[0]
+
+
+def test_a_rule_that_cannot_be_evaluated_errors_its_tests_and_the_others_run(tmp_path: Path) -> None:
+    rules = tmp_path / "rules"
+    shutil.copytree(RULES, rules)
+    text = (rules / "single.yaml").read_text()
+    (rules / "unsupported.yaml").write_text(
+        text.replace("rule_id: t-single", "rule_id: t-unsupported").replace(
+            'process.name : "MSHTA.EXE"', 'process.name regex "a~b"'
+        )
+    )
+    result = _test(str(rules))
+    # Contract: every other rule's tests run and pass; the refused rule's tests are errors naming
+    # the construct and its position in the rule file; the exit is 1.
+    assert result.exit_code == 1
+    out = result.stdout
+    assert "10 tests in 5 rules: 8 passed, 0 failed, 2 errors" in out
+    assert "ERROR t-unsupported :: mshta starts" in out
+    doc = json.loads(_test("--format", "json", str(rules)).stdout)
+    errors = [r for r in doc["results"] if r["status"] == "error"]
+    assert {r["rule_id"] for r in errors} == {"t-unsupported"}
+    for r in errors:
+        assert (
+            f"cannot be evaluated offline: {rules / 'unsupported.yaml'}:7:62: not supported offline"
+            in r["message"]
+        )

@@ -165,3 +165,41 @@ def test_sample_rule_is_evaluated_with_max_signals_as_size() -> None:
     assert [[e["event"]["id"] for e in m.events] for m in outcomes["s"].matches] == [["3", "4"]]
     # Kibana wraps samples like sequences: building blocks plus one shell alert.
     assert len(outcomes["s"].alerts) == 3
+
+
+def test_triage_keeps_every_rule_but_the_refused_and_their_dependents() -> None:
+    good = _events_rule("good")
+    bad = Rule("bad", {"name": "bad", "index": ["logs-*"], "query": 'any where x regex "a~b"'})
+    over_bad = _alerts_rule("over-bad", "bad")
+    orphan = _alerts_rule("orphan", "nowhere")
+    ev = Evaluator([good, bad, over_bad, orphan])
+    kept, refused = ev.triage(["good", "bad", "over-bad", "orphan"])
+    assert kept == ["good"]
+    reasons = {r.rule_id: r.message for r in refused}
+    assert reasons["bad"].startswith("cannot be evaluated offline: ")
+    assert "not supported offline" in reasons["bad"]
+    assert reasons["over-bad"].startswith("depends on bad, which cannot be evaluated: ")
+    assert "'nowhere'" in reasons["orphan"]
+
+
+def test_evaluate_reports_a_failing_rule_and_its_dependents_and_goes_on() -> None:
+    seen: dict[str, list[dict]] = {}
+
+    class Failing:
+        def run(self, events):  # noqa: ANN001, ANN201
+            raise ValueError("boom")
+
+    def compiler(rule: Rule) -> object:
+        return Failing() if rule.rule_id == "b" else EveryDoc(rule.rule_id, seen)
+
+    rules = [_events_rule("a"), _events_rule("b"), _alerts_rule("c", "b"), _alerts_rule("d", "a")]
+    ev = Evaluator(rules, compiler=compiler)
+    refused = []
+    done = [o.rule.rule_id for o in ev.evaluate(["a", "b", "c", "d"], [{"x": 1}], on_refused=refused.append)]
+    assert done == ["a", "d"]
+    assert [(r.rule_id, r.message) for r in refused] == [
+        ("b", "evaluation failed: ValueError: boom"),
+        ("c", "depends on b, which cannot be evaluated: evaluation failed: ValueError: boom"),
+    ]
+    with pytest.raises(EvaluationError, match="boom"):
+        list(ev.evaluate(["b"], [{"x": 1}]))
