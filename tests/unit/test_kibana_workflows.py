@@ -40,13 +40,46 @@ def test_workflows_pass_actionlint(repo_root: Path):
 def test_workflows_use_the_documented_commands(repo_root: Path):
     wf = repo_root / ".github" / "workflows"
     pr = (wf / "pull-request.yml").read_text()
-    assert "dac validate --format github" in pr and "dac test --junit" in pr and "--format json" in pr
+    assert "dac validate --format github" in pr and "dac test --junit" in pr
     assert "GITHUB_STEP_SUMMARY" in pr
     deploy = yaml.safe_load((wf / "deploy.yml").read_text())
     assert deploy[True]["push"]["branches"] == ["main"]  # YAML 1.1 reads the `on` key as True
     assert deploy["concurrency"]["cancel-in-progress"] is False
     integration = (wf / "integration.yml").read_text()
     assert "docker compose up" in integration and "-m kibana" in integration
+
+
+def _runs(workflow: dict) -> list[str]:
+    return [str(s.get("run", "")) for job in workflow["jobs"].values() for s in job["steps"]]
+
+
+def test_workflows_use_the_saved_plan_flow(repo_root: Path):
+    wf = repo_root / ".github" / "workflows"
+    pr = yaml.safe_load((wf / "pull-request.yml").read_text())
+    steps = pr["jobs"]["validate-test-plan"]["steps"]
+    plan_run = " ".join(_runs(pr))
+    # The pull request plans the deploy target, saves the plan and renders it for reviewers.
+    assert "--out dac-plan.json --format markdown" in plan_run
+    upload = next(s for s in steps if s.get("with", {}).get("name") == "dac-plan")
+    assert upload["with"]["path"] == "dac-plan.json"
+    assert pr["jobs"]["validate-test-plan"]["env"]["DAC_TARGET"] == "${{ vars.DAC_DEPLOY_TARGET || 'prod' }}"
+    deploy = yaml.safe_load((wf / "deploy.yml").read_text())
+    deploy_run = " ".join(_runs(deploy))
+    # The merge deploys that artefact, never a plan made afresh.
+    assert "gh run download" in deploy_run and "--name dac-plan" in deploy_run
+    assert 'dac deploy --target "${DAC_TARGET}" --plan .dac-plan/dac-plan.json' in deploy_run
+    assert "--prune" not in deploy_run  # prune is part of the reviewed plan
+    assert deploy["permissions"]["actions"] == "read"
+
+
+def test_workflows_hold_no_inline_python(repo_root: Path):
+    for path in sorted((repo_root / ".github" / "workflows").glob("*.yml")):
+        for run in _runs(yaml.safe_load(path.read_text())):
+            for line in run.splitlines():
+                words = line.split()
+                if words[:1] in (["python"], ["python3"]) or "| python" in line:
+                    # Installing and running the test suite is fine; programs in the YAML are not.
+                    assert words[1:3] in (["-m", "pip"], ["-m", "pytest"]), f"{path.name}: {line.strip()}"
 
 
 def test_compose_has_security_encryption_key_healthchecks_and_setup(repo_root: Path):
