@@ -15,10 +15,23 @@ from deployer.cli.common import format_option
 from deployer.cluster import fetch as fetch_mod
 from deployer.cluster import manager
 from deployer.cluster.errors import ClusterError
+from deployer.cluster.plugin_dir import PLUGIN_DIR_ENV
 from deployer.cluster.versions import ENGINES, get_engine
 
 ENGINE_CHOICE = click.Choice(sorted(ENGINES))
 FORMAT_OPTION = format_option("Output format; json is quiet and machine-readable.")
+PLUGIN_DIR_OPTION = click.option(
+    "--plugin-dir",
+    envvar=PLUGIN_DIR_ENV,
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help=f"Also install the OpenSearch plugin zips in this directory, e.g. Alerting (or {PLUGIN_DIR_ENV}).",
+)
+
+
+def _plugin_dir_for(engine: str, plugin_dir: Path | None) -> Path | None:
+    """The extra plugin zips apply to OpenSearch only."""
+    return plugin_dir if engine == "opensearch" else None
 
 
 def _instances_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -71,14 +84,20 @@ def cluster() -> None:
 @cluster.command()
 @click.option("--engine", type=click.Choice([*sorted(ENGINES), "all"]), default="all", show_default=True)
 @click.option("--refresh", is_flag=True, help="Re-fetch and re-assemble even when the cache is complete.")
+@PLUGIN_DIR_OPTION
 @FORMAT_OPTION
-def fetch(engine: str, refresh: bool, fmt: str) -> None:
+def fetch(engine: str, refresh: bool, plugin_dir: Path | None, fmt: str) -> None:
     """Download, verify and assemble the pinned engines into the cache (no server is started)."""
     results = []
     try:
         with _progress(fmt) as progress:
             for name in _engines(engine):
-                install = fetch_mod.assemble(get_engine(name), progress=progress, refresh=refresh)
+                install = fetch_mod.assemble(
+                    get_engine(name),
+                    progress=progress,
+                    refresh=refresh,
+                    plugin_dir=_plugin_dir_for(name, plugin_dir),
+                )
                 results.append(
                     {
                         "engine": name,
@@ -130,6 +149,7 @@ def fetch(engine: str, refresh: bool, fmt: str) -> None:
     metavar="KEY=VALUE",
     help="Extra node setting, as the servers' own -E (repeatable).",
 )
+@PLUGIN_DIR_OPTION
 @FORMAT_OPTION
 def up(
     engine: str,
@@ -140,6 +160,7 @@ def up(
     timeout: float,
     url_file: Path | None,
     settings: tuple[str, ...],
+    plugin_dir: Path | None,
     fmt: str,
 ) -> None:
     """Start a local server on 127.0.0.1 (fetching it first if needed) and wait until it is healthy."""
@@ -160,8 +181,9 @@ def up(
                 timeout=timeout,
                 progress=progress,
                 extra_settings=extra,
+                plugin_dir=_plugin_dir_for(engine, plugin_dir),
             )
-        info = manager.status(engine, name)
+        info = manager.status(engine, name, plugin_dir=_plugin_dir_for(engine, plugin_dir))
     except ClusterError as exc:
         _fail(exc, fmt)
     if url_file is not None:
@@ -183,9 +205,13 @@ def down(engine: str, name: str, fmt: str) -> None:
 
 @cluster.command()
 @_instances_options
-def status(engine: str, name: str, fmt: str) -> None:
+@PLUGIN_DIR_OPTION
+def status(engine: str, name: str, plugin_dir: Path | None, fmt: str) -> None:
     """Show engine, URL, version, health and plugins of a local server."""
-    infos = [manager.status(e, name) for e in _engines(engine)]
+    try:
+        infos = [manager.status(e, name, plugin_dir=_plugin_dir_for(e, plugin_dir)) for e in _engines(engine)]
+    except ClusterError as exc:
+        _fail(exc, fmt)
     if fmt == "json":
         click.echo(json.dumps(infos if engine == "all" else infos[0], indent=2))
     else:

@@ -223,14 +223,14 @@ def _reads(patterns: list[str], index: str) -> bool:
     return any(fnmatch.fnmatchcase(index, p) for p in patterns if not p.startswith("-"))
 
 
-def _start_cluster(echo: Callable[[str], None]) -> str:
+def _start_cluster(echo: Callable[[str], None], plugin_dir: Path | None) -> str:
     """Start (or reuse) the local OpenSearch through the cluster manager and return its URL."""
     from deployer.cluster import manager
     from deployer.cluster.errors import ClusterError
 
     echo("starting a local OpenSearch (the first run downloads it from Maven Central)")
     try:
-        instance = manager.start("opensearch", progress=echo)
+        instance = manager.start("opensearch", progress=echo, plugin_dir=plugin_dir)
     except ClusterError as exc:
         fail(exc.message, EXIT_ENV, exc.hint)
         raise  # unreachable: _fail exits
@@ -244,7 +244,13 @@ def _start_cluster(echo: Callable[[str], None]) -> str:
     help="Use this running OpenSearch instead of starting a local one.",
 )
 @click.option("--rule", "rule_path", type=click.Path(exists=True, path_type=Path), help="Rule file to demo.")
-def demo(opensearch_url: str | None, rule_path: Path | None) -> None:
+@click.option(
+    "--plugin-dir",
+    envvar="DAC_OPENSEARCH_PLUGIN_DIR",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Plugin zips (Alerting) for the local OpenSearch (or DAC_OPENSEARCH_PLUGIN_DIR).",
+)
+def demo(opensearch_url: str | None, rule_path: Path | None, plugin_dir: Path | None) -> None:
     """Start a local OpenSearch, deploy the rules, replay an AN1314 attack and show the alert."""
     from deployer.targets.base import TargetError
     from deployer.targets.opensearch import OpenSearchTarget, deploy
@@ -264,7 +270,7 @@ def demo(opensearch_url: str | None, rule_path: Path | None) -> None:
     root = _repo_root()
     rules = _load((rule_path,) if rule_path else (), root)
     try:
-        url = opensearch_url or _start_cluster(say)
+        url = opensearch_url or _start_cluster(say, plugin_dir)
         say(f"OpenSearch at {url}")
         client = _client(url, None, False, 60.0)
         try:

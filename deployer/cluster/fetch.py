@@ -28,12 +28,12 @@ from xml.sax.saxutils import escape
 
 from deployer.cluster.errors import FetchError, PluginInstallError
 from deployer.cluster.java import JavaRuntime, find_java
+from deployer.cluster.plugin_dir import PluginZip, install_order, plugin_set_key, read_plugin_dir
 from deployer.cluster.versions import (
     MAVEN_DEPENDENCY_PLUGIN,
     Artifact,
     EngineSpec,
     ModuleSpec,
-    PluginSpec,
 )
 
 Progress = Callable[[str], None]
@@ -327,9 +327,14 @@ def _lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def load_install(spec: EngineSpec, root: Path | None = None) -> Install | None:
-    """Return the assembled install for `spec` when the cache holds a complete one."""
-    home = (root or cache_dir()) / "dist" / spec.cache_key
+def install_key(spec: EngineSpec, plugin_set: str | None = None) -> str:
+    """Return the install's directory name: the base one, or the base plus a set of extra plugins."""
+    return spec.cache_key if plugin_set is None else f"{spec.cache_key}-plugins-{plugin_set}"
+
+
+def load_install(spec: EngineSpec, root: Path | None = None, plugin_set: str | None = None) -> Install | None:
+    """Return the assembled install for `spec` (and extra plugin set) when the cache holds a complete one."""
+    home = (root or cache_dir()) / "dist" / install_key(spec, plugin_set)
     stamp = home / STAMP
     if not stamp.is_file():
         return None
@@ -342,6 +347,8 @@ def load_install(spec: EngineSpec, root: Path | None = None) -> Install | None:
     if manifest.get("wanted_plugins") != [p.name for p in spec.plugins]:
         return None
     if manifest.get("wanted_modules") != [m.name for m in spec.modules]:
+        return None
+    if manifest.get("plugin_set") != plugin_set:
         return None
     return Install(spec, home, manifest)
 
@@ -366,9 +373,7 @@ def _copied_files(project_dir: Path, repo: Path, suffix: str) -> list[tuple[Path
     return verified
 
 
-def _install_plugin(
-    home: Path, spec: EngineSpec, plugin: PluginSpec, archive: Path, java: JavaRuntime
-) -> None:
+def _install_plugin(home: Path, spec: EngineSpec, plugin: str, archive: Path, java: JavaRuntime) -> None:
     env = dict(os.environ)
     env[spec.java_home_env] = str(java.home)
     env["JAVA_HOME"] = str(java.home)
@@ -377,7 +382,7 @@ def _install_plugin(
     proc = _run(cmd, cwd=home, env=env, timeout=600)
     if proc.returncode != 0:
         raise PluginInstallError(
-            f"{spec.plugin_cli} could not install {plugin.name} from {archive.name}:\n"
+            f"{spec.plugin_cli} could not install {plugin} from {archive.name}:\n"
             f"{_tail(proc.stdout + proc.stderr, 15)}",
             hint="a plugin installs only after the modules and plugins it extends; check the order in "
             "deployer/cluster/versions.py and that its version matches the server's",
@@ -391,9 +396,76 @@ def assemble(
     repo: Path | None = None,
     progress: Progress = _quiet,
     refresh: bool = False,
+    plugin_dir: Path | None = None,
 ) -> Install:
-    """Fetch, verify and assemble `spec` into the cache (a no-op when it is already there)."""
+    """Fetch, verify and assemble `spec` into the cache (a no-op when it is already there).
+
+    With `plugin_dir`, the zips there are checked first (before any download), then installed into
+    a copy of the base install kept beside it, so instances running from the base are untouched.
+    """
     root = root or cache_dir()
+    zips = read_plugin_dir(plugin_dir, spec) if plugin_dir is not None else []
+    base = _assemble_base(spec, root=root, repo=repo, progress=progress, refresh=refresh)
+    if plugin_dir is None:
+        return base
+    return _layer_plugins(base, zips, plugin_dir, root=root, progress=progress, refresh=refresh)
+
+
+def _layer_plugins(
+    base: Install, zips: list[PluginZip], plugin_dir: Path, *, root: Path, progress: Progress, refresh: bool
+) -> Install:
+    spec = base.spec
+    extra = []
+    for z in zips:
+        if z.name in base.plugins:
+            # A registry that carries the zip already installed it from Maven.
+            progress(
+                f"{spec.engine} {spec.version}: {z.name} is already installed from Maven; skipping {z.path.name}"
+            )
+        else:
+            extra.append(z)
+    if not extra:
+        return base
+    plugin_set = plugin_set_key(extra)
+    key = install_key(spec, plugin_set)
+    with _lock(root / "locks" / f"{key}.lock"):
+        existing = None if refresh else load_install(spec, root, plugin_set)
+        if existing is not None and existing.manifest.get("base_assembled_at") == base.manifest.get(
+            "assembled_at"
+        ):
+            return existing
+        started = time.monotonic()
+        ordered = install_order(extra, [*base.manifest.get("modules", []), *base.plugins])
+        java = find_java(spec)
+        final = root / "dist" / key
+        staging = root / "dist" / f".{key}.tmp-{os.getpid()}"
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(base.home, staging, symlinks=True)
+        (staging / STAMP).unlink(missing_ok=True)
+        for z in ordered:
+            progress(f"{spec.engine} {spec.version}: installing plugin {z.name} {z.version} from {z.path}")
+            _install_plugin(staging, spec, z.name, z.path, java)
+        manifest = dict(base.manifest)
+        manifest.update(
+            plugins=[*base.plugins, *(z.name for z in ordered)],
+            missing_plugins=[m for m in base.missing_plugins if m not in {z.name for z in ordered}],
+            plugin_set=plugin_set,
+            plugin_dir=str(plugin_dir),
+            extra_plugins=[z.to_dict() for z in ordered],
+            base_assembled_at=base.manifest.get("assembled_at"),
+            assembly_seconds=round(time.monotonic() - started, 1),
+        )
+        (staging / STAMP).write_text(json.dumps(manifest, indent=2) + "\n")
+        if final.exists():
+            shutil.rmtree(final)
+        staging.rename(final)
+        progress(f"{spec.engine} {spec.version}: with {', '.join(z.name for z in ordered)} ready in {final}")
+        return Install(spec, final, manifest)
+
+
+def _assemble_base(
+    spec: EngineSpec, *, root: Path, repo: Path | None, progress: Progress, refresh: bool
+) -> Install:
     repo = repo or maven_repository()
     with _lock(root / "locks" / f"{spec.cache_key}.lock"):
         if not refresh:
@@ -481,7 +553,7 @@ def assemble(
                 for path, digest in files:
                     checksums[path.name] = digest
                 progress(f"{spec.engine} {spec.version}: installing plugin {plugin.name}")
-                _install_plugin(home, spec, plugin, zips[0], java)
+                _install_plugin(home, spec, plugin.name, zips[0], java)
                 installed.append(plugin.name)
 
         manifest = {

@@ -26,6 +26,7 @@ import requests
 from deployer.cluster.errors import ClusterError, PortInUseError, StartupError
 from deployer.cluster.fetch import Install, assemble, cache_dir, load_install
 from deployer.cluster.java import JavaRuntime, find_java
+from deployer.cluster.plugin_dir import plugin_set_key, read_plugin_dir
 from deployer.cluster.versions import EngineSpec, get_engine
 
 Progress = Callable[[str], None]
@@ -407,14 +408,23 @@ def start(
     stop_at_exit: bool = False,
     replace: bool = False,
     extra_settings: dict[str, str] | None = None,
+    plugin_dir: Path | None = None,
 ) -> Instance:
-    """Start (or return the already running) instance `name` of `engine` and wait until it is healthy."""
+    """Start (or return the already running) instance `name` of `engine` and wait until it is healthy.
+
+    `plugin_dir` (OpenSearch only) adds the plugin zips there to the install; an instance already
+    running from another install (without them, say) is restarted from the right one.
+    """
     spec = get_engine(engine)
     root = root or cache_dir()
     directory = instance_dir(engine, name, root)
+    install = assemble(spec, root=root, progress=progress, plugin_dir=plugin_dir)
     previous = read_state(engine, name, root)
     if previous is not None and is_running(previous):
-        if not replace and cluster_health(previous.url) in ("green", "yellow"):
+        same_install = Path(previous.home) == install.home
+        if not same_install:
+            progress(f"{engine} '{name}' runs from {previous.home}; restarting it from {install.home}")
+        elif not replace and cluster_health(previous.url) in ("green", "yellow"):
             progress(f"{engine} '{name}' is already running at {previous.url}")
             if stop_at_exit:
                 _STOP_AT_EXIT.add((engine, name, str(root)))
@@ -422,7 +432,6 @@ def start(
         progress(f"{engine} '{name}': stopping the previous instance (pid {previous.pid})")
         terminate_group(previous.pgid)
 
-    install = load_install(spec, root) or assemble(spec, root=root, progress=progress)
     java = find_java(spec)
     http, transport = choose_ports(spec, http_port, transport_port)
 
@@ -553,12 +562,19 @@ def reap_orphans(prefix: str, root: Path | None = None) -> list[str]:
     return reaped
 
 
-def status(engine: str, name: str = "default", *, root: Path | None = None) -> dict:
-    """Return engine, url, version, health, plugins and modules of an instance."""
+def status(
+    engine: str, name: str = "default", *, root: Path | None = None, plugin_dir: Path | None = None
+) -> dict:
+    """Return engine, url, version, health, plugins and modules of an instance.
+
+    `plugins` are the installed plugins by descriptor name: the running node's, or else those of
+    the install `start` would use (with the zips of `plugin_dir`).
+    """
     spec = get_engine(engine)
     root = root or cache_dir()
     instance = read_state(engine, name, root)
-    install = load_install(spec, root)
+    plugin_set = plugin_set_key(read_plugin_dir(plugin_dir, spec)) if plugin_dir is not None else None
+    install = load_install(spec, root, plugin_set)
     result: dict = {
         "engine": engine,
         "name": name,

@@ -35,6 +35,10 @@ if TYPE_CHECKING:
     from deployer.targets.plan import Plan
 
 ALERTING = "/_plugins/_alerting"
+# Alerting returns a monitor's `ui_metadata` (where dac keeps its ownership marker) only to
+# clients whose User-Agent contains "OpenSearch-Dashboards" (RestHandlerUtils.context in the
+# plugin); every other client gets the monitor with that field cut out.
+UI_METADATA_USER_AGENT = "dac (reads monitor ui_metadata as OpenSearch-Dashboards does)"
 
 
 class OpenSearchError(TargetError):
@@ -127,6 +131,7 @@ class OpenSearchClient:
         params: Mapping[str, Any] | None = None,
         *,
         ok: Collection[int] = (),
+        headers: Mapping[str, str] | None = None,
     ) -> Any:
         """Send one request; retry 429/5xx/timeouts with backoff; raise OpenSearchError otherwise."""
         from opensearchpy import exceptions as ex
@@ -135,7 +140,9 @@ class OpenSearchClient:
         attempt = 0
         while True:
             try:
-                return self.raw.transport.perform_request(method, path, body=body, params=dict(params or {}))
+                return self.raw.transport.perform_request(
+                    method, path, body=body, params=dict(params or {}), headers=dict(headers or {}) or None
+                )
             except ex.SSLError as exc:
                 raise TargetError(
                     f"TLS verification failed for {self.url}",
@@ -196,7 +203,13 @@ class OpenSearchClient:
     def search_monitors(self) -> list[dict[str, Any]]:
         """Every monitor: dicts with ``_id``, ``_seq_no``, ``_primary_term`` and ``monitor``."""
         body = {"query": {"exists": {"field": "monitor.name"}}, "size": 1000, "seq_no_primary_term": True}
-        data = self.request("POST", f"{ALERTING}/monitors/_search", body, ok=(404,))
+        data = self.request(
+            "POST",
+            f"{ALERTING}/monitors/_search",
+            body,
+            ok=(404,),
+            headers={"user-agent": UI_METADATA_USER_AGENT},
+        )
         out = []
         for hit in ((data or {}).get("hits") or {}).get("hits") or []:
             source = hit.get("_source") or {}

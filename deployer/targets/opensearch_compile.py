@@ -402,6 +402,18 @@ for (f in params.fields) {
 return out;
 """.strip()
 
+# Composite source for an optional key (`?field`): its values, or NULL_KEY when it has none.
+# Alerting turns every bucket key into a string and fails on a null one ("Cannot invoke
+# Object.toString() because it is null"), so `missing_bucket` cannot be used.
+_OPTIONAL_KEY_SCRIPT = """
+List out = new ArrayList();
+if (doc.containsKey(params.field)) { for (v in doc[params.field]) { out.add(v); } }
+if (out.isEmpty()) { out.add(params.null_key); }
+return out;
+""".strip()
+# The bucket key of an optional join key that is null (EQL joins null with null).
+NULL_KEY = "(null)"
+
 
 # ---------------------------------------------------------------- rules → monitors
 
@@ -553,7 +565,13 @@ def _compile_sequence(rid: str, rule: Mapping[str, Any], seq: ast.Sequence) -> C
             terms: dict[str, Any] = {"field": names[0]}
             if optional == {True}:
                 # EQL: an optional key may be null, and null joins with null.
-                terms["missing_bucket"] = True
+                terms = {
+                    "script": {
+                        "lang": "painless",
+                        "source": _OPTIONAL_KEY_SCRIPT,
+                        "params": {"field": names[0], "null_key": NULL_KEY},
+                    }
+                }
             sources.append({f"k{pos}": {"terms": terms}})
             continue
         if optional == {True}:

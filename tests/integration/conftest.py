@@ -19,6 +19,7 @@ import requests
 from deployer.cluster import manager
 from deployer.cluster.clients import elasticsearch_client, opensearch_client
 from deployer.cluster.errors import ClusterError
+from deployer.cluster.plugin_dir import PLUGIN_DIR_ENV, plugin_dir_from_env
 
 # Instances are named after the pytest process, so two sessions never stop each other's servers
 # and a session killed outright leaves an instance the next session can recognise and reap.
@@ -69,8 +70,15 @@ def _cluster(engine: str) -> Iterator[RunningCluster]:
         manager.reap_orphans(INSTANCE_PREFIX)
         name = f"{INSTANCE_PREFIX}{os.getpid()}"
         try:
+            # DAC_OPENSEARCH_PLUGIN_DIR (set by .ci/run) adds Alerting to the local OpenSearch.
+            plugin_dir = plugin_dir_from_env() if engine == "opensearch" else None
             instance = manager.start(
-                engine, name=name, timeout=START_TIMEOUT, stop_at_exit=True, replace=True
+                engine,
+                name=name,
+                timeout=START_TIMEOUT,
+                stop_at_exit=True,
+                replace=True,
+                plugin_dir=plugin_dir,
             )
         except ClusterError as exc:
             # A failed start is an environment problem the run must show, not a skipped test.
@@ -104,14 +112,15 @@ def elasticsearch() -> Iterator[RunningCluster]:
 def opensearch_alerting(opensearch: RunningCluster) -> RunningCluster:
     """The OpenSearch fixture, or a skip when its Alerting plugin is not installed.
 
-    With `DAC_TEST_REQUIRE_ALERTING` set (the docker job in CI), a missing plugin fails instead:
-    there a skip would let the only real-Alerting run pass without testing anything.
+    With `DAC_TEST_REQUIRE_ALERTING` set (as `.ci/run` does), a missing plugin fails instead: there
+    a skip would let the real-alert tests pass without testing anything.
     """
     if not opensearch.has_plugin("alerting"):
         reason = (
             f"OpenSearch at {opensearch.url} has no Alerting plugin (plugins: {', '.join(opensearch.plugins) or 'none'}); "
-            "its zip is not on the Maven Central reachable here (docs/clusters.md). Set "
-            "DAC_TEST_OPENSEARCH_URL to a full distribution to run these tests"
+            f"its zip is not on the Maven Central reachable here: set {PLUGIN_DIR_ENV} to the folder "
+            "holding opensearch-alerting-2.19.4.0.zip (../shared/opensearch-plugins), or "
+            "DAC_TEST_OPENSEARCH_URL to a full distribution (docs/clusters.md)"
         )
         if os.environ.get("DAC_TEST_REQUIRE_ALERTING"):
             pytest.fail(reason, pytrace=False)

@@ -15,6 +15,7 @@ import pytest
 
 from deployer.eql.engine import compile_query
 from deployer.targets.opensearch import OpenSearchClient, OpenSearchTarget, deploy
+from deployer.targets.opensearch_compile import NULL_KEY
 from deployer.targets.opensearch_verify import (
     alerted_entities,
     bulk_index,
@@ -166,7 +167,9 @@ def test_monitor_matches_offline_engine(client: OpenSearchClient, kind: str) -> 
     try:
         for round_no in range(rounds):
             events = _stream(rng, kind)
-            expected = {tuple(str(k) for k in m.join_keys) for m in program.run(events)}
+            expected = {
+                tuple(NULL_KEY if k is None else str(k) for k in m.join_keys) for m in program.run(events)
+            }
             clear_indices(client, [index])
             bulk_index(client, index, events)
             if monitor_id is not None:

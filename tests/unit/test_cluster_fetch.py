@@ -285,6 +285,6 @@ def test_plugin_install_failure_is_a_clear_error(tmp_path: Path) -> None:
     archive.write_bytes(b"PK")
     plugin = next(p for p in OPENSEARCH.plugins if p.name == "opensearch-alerting")
     with pytest.raises(PluginInstallError, match="requires plugin \\[lang-painless\\]") as err:
-        fetch._install_plugin(home, OPENSEARCH, plugin, archive, JavaRuntime(Path("/jdk"), 17, "test"))
+        fetch._install_plugin(home, OPENSEARCH, plugin.name, archive, JavaRuntime(Path("/jdk"), 17, "test"))
     assert "could not install opensearch-alerting" in str(err.value)
     assert "order" in (err.value.hint or "")
