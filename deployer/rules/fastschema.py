@@ -142,6 +142,9 @@ def _keyword(keyword: str, arg: Any, schema: dict[str, Any]) -> Check:
     if keyword == "anyOf":
         subs = [compile_schema(s) for s in arg]
         return lambda value: any(s(value) for s in subs)
+    if keyword == "allOf":
+        subs = [compile_schema(s) for s in arg]
+        return lambda value: all(s(value) for s in subs)
     if keyword == "not":
         sub = compile_schema(arg)
         return lambda value: not sub(value)

@@ -27,8 +27,10 @@ MAX_FILE_BYTES = 1024 * 1024
 # Nodes after alias expansion; bounds the work of schema validation against "billion laughs".
 MAX_NODES = 50_000
 RULE_SUFFIXES = (".yaml", ".yml")
+# Exception list files live in directories of this name, beside the rules that use them.
+EXCEPTIONS_DIR = "exceptions"
 # Directories below a rule directory that never hold rule files.
-SKIP_DIRS = frozenset({"fixtures"})
+SKIP_DIRS = frozenset({"fixtures", EXCEPTIONS_DIR})
 
 JsonPath = tuple[str | int, ...]
 Position = tuple[int, int]
@@ -164,6 +166,8 @@ def discover_rule_files(paths: Iterable[str | Path]) -> list[Path]:
         candidates: Iterable[Path]
         if path.is_dir():
             candidates = sorted(_walk_dir(path))
+        elif path.parent.name == EXCEPTIONS_DIR and path.suffix in RULE_SUFFIXES:
+            candidates = []  # an exception list file, not a rule (deployer.exceptions loads it)
         else:
             candidates = [path]  # an explicitly named file is loaded whatever its suffix
         for candidate in candidates:
@@ -196,8 +200,8 @@ def load_rule_files(paths: Iterable[str | Path]) -> LoadResult:
     return LoadResult(rules, findings)
 
 
-def load_rule_file(path: str | Path) -> tuple[RuleFile | None, list[Finding]]:
-    """Load one rule file; returns the rule (None when unusable) and the problems found."""
+def load_rule_file(path: str | Path, max_bytes: int = MAX_FILE_BYTES) -> tuple[RuleFile | None, list[Finding]]:
+    """Load one rule file (or another YAML file of the repo); returns it (None when unusable) and its problems."""
     path = Path(path)
     display = str(path)
     try:
@@ -205,11 +209,11 @@ def load_rule_file(path: str | Path) -> tuple[RuleFile | None, list[Finding]]:
             return None, [_finding(display, 1, 1, "io", "not a regular file")]
         with path.open("rb") as handle:
             # Read at most one byte past the limit: the size on disk may be unknown or change.
-            raw = handle.read(MAX_FILE_BYTES + 1)
+            raw = handle.read(max_bytes + 1)
             size = path.stat().st_size
     except OSError as exc:
         return None, [_finding(display, 1, 1, "io", f"cannot read file: {exc.strerror or exc}")]
-    if len(raw) > MAX_FILE_BYTES:
+    if len(raw) > max_bytes:
         return None, [
             _finding(
                 display,
@@ -217,7 +221,7 @@ def load_rule_file(path: str | Path) -> tuple[RuleFile | None, list[Finding]]:
                 1,
                 "file-size",
                 f"file is {max(size, len(raw)) / 1024 / 1024:.1f} MiB; rule files are limited to "
-                f"{MAX_FILE_BYTES // 1024} KiB",
+                f"{max_bytes // 1024} KiB",
                 "a rule file holds one rule; move event data into fixtures/*.ndjson",
             )
         ]
