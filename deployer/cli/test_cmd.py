@@ -62,9 +62,11 @@ def test(paths: tuple[Path, ...], junit_path: Path | None, fmt: str) -> None:
                 def advance(result: object) -> None:
                     progress.update(task, advance=1, description=getattr(result, "rule_id", ""))
 
-                results = run_rule_tests(loaded.rules, library=loaded.library, on_result=advance)
+                results = run_rule_tests(
+                    loaded.rules, library=loaded.library, on_result=advance, exceptions=loaded.exceptions
+                )
         else:
-            results = run_rule_tests(loaded.rules, library=loaded.library)
+            results = run_rule_tests(loaded.rules, library=loaded.library, exceptions=loaded.exceptions)
     except EvaluationError as exc:
         # Only raised outside a single test (e.g. the field registry cannot load).
         fail(str(exc), EXIT_FAIL)

@@ -16,6 +16,7 @@ from pathlib import Path
 from deployer.config import Config
 from deployer.ecs import registry as ecs_registry
 from deployer.ecs.registry import FieldRegistry
+from deployer.exceptions.validate import validate_exceptions
 from deployer.rules.checks import CHECKS, Context
 from deployer.rules.checks.base import finding
 from deployer.rules.checks.query import parse_query
@@ -38,6 +39,7 @@ def validate(
     errors, not findings).
     """
     config = config or Config()
+    paths = list(paths)
     if registry is None:
         registry = ecs_registry.load(config.validation.extra_fields)
     files = discover_rule_files(paths)
@@ -53,6 +55,8 @@ def validate(
         findings.extend(chunk_findings)
         idents.extend(chunk_idents)
     findings.extend(_duplicates(idents))
+    # Exception lists and the rules' references to them (deployer.exceptions.validate).
+    findings.extend(validate_exceptions(files, paths, registry, config.root / "detections"))
     return sorted(findings, key=sort_key)
 
 

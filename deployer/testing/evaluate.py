@@ -9,12 +9,16 @@ A rule with both kinds of pattern sees both.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from deployer.eql.values import parse_timestamp
 from deployer.testing.alerts import alerts_for_matches, get_path, is_alerts_pattern
+
+if TYPE_CHECKING:
+    from deployer.exceptions.filter import RuleExceptions, TypeLookup
+    from deployer.exceptions.model import Catalogue
 
 
 class RuleLike(Protocol):
@@ -159,6 +163,10 @@ class Evaluator:
         rules: Sequence[RuleLike],
         *,
         compiler: Compiler = compile_rule,
+        exceptions: Catalogue | None = None,
+        field_types: TypeLookup | None = None,
+        apply_exceptions: bool = True,
+        without_items: Collection[str] = (),
     ) -> None:
         self.by_id: dict[str, RuleLike] = {}
         self._duplicates: set[str] = set()
@@ -169,6 +177,43 @@ class Evaluator:
             self.by_id.setdefault(rule.rule_id, rule)
         self._compiler = compiler
         self._programs: dict[str, Any] = {}
+        self._catalogue = exceptions
+        self._field_types = field_types
+        self._apply_exceptions = apply_exceptions
+        self._without_items = frozenset(without_items)  # item_ids left out (fixture tests' suppressed_by)
+        self._exceptions: dict[str, RuleExceptions | None] = {}
+
+    def admits(self, rule_id: str) -> Callable[[Mapping[str, Any]], bool] | None:
+        """The rule's event pre-filter: the one place that decides whether a document reaches its program.
+
+        Kibana puts a rule's exception items in the `must_not` of the EQL search filter, so an
+        excepted document is gone before any sequence step sees it (deployer.exceptions.filter).
+        Returns None when every document is fed (no exceptions); both the batch replay
+        (`evaluate`) and the streaming pass (`deployer.testing.stream`) call it per rule.
+        """
+        compiled = self.exceptions_of(rule_id)
+        if compiled is None or not self._apply_exceptions:
+            return None
+        excepts = compiled.excepts
+        return lambda doc: not excepts(doc)
+
+    def exceptions_of(self, rule_id: str) -> RuleExceptions | None:
+        """The rule's compiled exception items (None without any); raises on an undeclared list."""
+        if rule_id not in self._exceptions:
+            from deployer.exceptions import filter as exceptions_filter
+            from deployer.exceptions.model import Catalogue, referenced_list_ids
+
+            rule = self.by_id[rule_id]
+            catalogue = self._catalogue or Catalogue()
+            missing = [lid for lid in referenced_list_ids(rule) if lid not in catalogue.lists]
+            if missing:
+                raise EvaluationError(
+                    rule_id,
+                    f"exceptions_list names {missing[0]!r}, which no exception list file declares "
+                    "(exception lists live in exceptions/ directories beside the rules)",
+                )
+            self._exceptions[rule_id] = exceptions_filter.for_rule(rule, catalogue, self._field_types)
+        return self._exceptions[rule_id]
 
     def program(self, rule: RuleLike) -> Any:
         """The compiled program for a rule (compiled once)."""
@@ -213,6 +258,7 @@ class Evaluator:
         """Check the dependency graph and compile every rule the targets need, before any evaluation."""
         for rule_id in self.order(targets):
             self.program(self.by_id[rule_id])
+            self.admits(rule_id)
 
     def order(self, targets: Iterable[str]) -> list[str]:
         """The targets and what they depend on, dependencies first; raises `EvaluationError` on a bad graph."""
@@ -283,6 +329,9 @@ class Evaluator:
             if reads_events:
                 # Events and alerts share one time line; a stable sort keeps file order on ties.
                 stream.sort(key=time_key)
+        admits = self.admits(rule_id)
+        if admits is not None:
+            stream = [doc for doc in stream if admits(doc)]
         try:
             matches = list(self.program(rule).run(stream))
         except EvaluationError:

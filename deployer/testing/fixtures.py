@@ -13,10 +13,13 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from deployer.testing.evaluate import Compiler, EvaluationError, Evaluator, RuleLike, compile_rule, event_ref
 from deployer.testing.events import EventsError, FieldTypeLookup, default_field_types, read_events
+
+if TYPE_CHECKING:
+    from deployer.exceptions.model import Catalogue
 
 Status = Literal["pass", "fail", "error"]
 Seq = tuple[str | None, ...]
@@ -121,16 +124,26 @@ def run_rule_tests(
     field_types: FieldTypeLookup | None | Literal["default"] = "default",
     on_result: Callable[[TestResult], None] | None = None,
     compiler: Compiler = compile_rule,
+    exceptions: Catalogue | None = None,
 ) -> list[TestResult]:
-    """Run every `metadata.tests` entry of the rules; `library` holds extra rules to resolve `depends_on` only."""
+    """Run every `metadata.tests` entry of the rules; `library` holds extra rules to resolve `depends_on` only.
+
+    `exceptions` holds the exception lists the rules reference; each rule's items drop the
+    events they match before its query sees them, as Kibana does.
+    """
     types = default_field_types() if field_types == "default" else field_types
-    evaluator = Evaluator([*rules, *library], compiler=compiler)
+    evaluator = Evaluator([*rules, *library], compiler=compiler, exceptions=exceptions, field_types=types)
+    # The same rules with their exceptions left off: `suppressed_by` tests prove the exception
+    # is what stops the match, not the events.
+    unexcepted = Evaluator(
+        [*rules, *library], compiler=compiler, exceptions=exceptions, field_types=types, apply_exceptions=False
+    )
     event_cache: dict[Path, list[dict[str, Any]] | EventsError] = {}
     results: list[TestResult] = []
     for rule in rules:
         rule_path = Path(getattr(rule, "path", "") or ".")
         for index, test in enumerate(_tests_of(rule)):
-            result = _run_one(rule, rule_path, index, test, evaluator, event_cache, types)
+            result = _run_one(rule, rule_path, index, test, (evaluator, unexcepted), event_cache, types)
             results.append(result)
             if on_result is not None:
                 on_result(result)
@@ -153,11 +166,12 @@ def _run_one(
     rule_path: Path,
     index: int,
     test: Any,
-    evaluator: Evaluator,
+    evaluators: tuple[Evaluator, Evaluator],
     cache: dict[Path, list[dict[str, Any]] | EventsError],
     types: FieldTypeLookup | None,
 ) -> TestResult:
     started = time.perf_counter()
+    evaluator = evaluators[0]
     name = str(test.get("name") or f"test {index + 1}") if isinstance(test, dict) else f"test {index + 1}"
     result = TestResult(rule_id=rule.rule_id, name=name, status="error", path=str(rule_path))
     position = getattr(rule, "position", None)
@@ -183,6 +197,14 @@ def _run_one(
             for match in outcome.matches:
                 actual.append(tuple(_norm(event_ref(e)) for e in match.events))
         result.actual = [list(s) for s in actual]
+        suppressed = _suppressed_by(test)
+        if suppressed and not actual:
+            problem = _check_suppression(rule, suppressed, events, *evaluators)
+            if problem:
+                result.status = "fail"
+                result.message = problem
+                result.duration = time.perf_counter() - started
+                return result
         if Counter(actual) == Counter(expected):
             result.status = "pass"
         else:
@@ -201,6 +223,42 @@ def _run_one(
         result.message = f"cannot run this test: {type(exc).__name__}: {exc}"
     result.duration = time.perf_counter() - started
     return result
+
+
+def _suppressed_by(test: dict[str, Any]) -> list[str]:
+    names = test.get("suppressed_by")
+    if names is None:
+        return []
+    if test.get("expect") != "no_match":
+        raise _TestSpecError("suppressed_by applies to expect: no_match (the exception stops the match)")
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise _TestSpecError("suppressed_by must be a list of exception item_ids")
+    return names
+
+
+def _check_suppression(
+    rule: RuleLike,
+    names: list[str],
+    events: Sequence[dict[str, Any]],
+    evaluator: Evaluator,
+    unexcepted: Evaluator,
+) -> str | None:
+    """Why the named exception items are not what suppresses the rule's match (None when they are)."""
+    compiled = evaluator.exceptions_of(rule.rule_id)
+    items = {item.item_id: item for item in (compiled.items if compiled else [])}
+    unknown = [n for n in names if n not in items]
+    if unknown:
+        return (
+            f"suppressed_by names {unknown[0]!r}, which is not a live exception item of this rule "
+            f"(its items: {', '.join(sorted(items)) or 'none'})"
+        )
+    raw = [m for o in unexcepted.evaluate([rule.rule_id], events) for m in o.matches]
+    if not raw:
+        return "the rule does not match these events even without its exceptions; the test proves nothing"
+    for name in names:
+        if not any(items[name].matches(e) for m in raw for e in m.events if e is not None):
+            return f"exception item {name!r} drops no event of the matches it is said to suppress"
+    return None
 
 
 def _load(

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from deployer.exceptions.model import Catalogue, referenced_list_ids
 from deployer.rules.findings import ERROR, Finding
 from deployer.testing.evaluate import depends_on
 
@@ -20,6 +21,7 @@ class LoadedRules:
     rules: list[Any] = field(default_factory=list)
     library: list[Any] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    exceptions: Catalogue = field(default_factory=Catalogue)
 
 
 def format_finding(finding: Finding) -> str:
@@ -54,7 +56,19 @@ def load_rules(paths: Sequence[Path], *, default_dir: Path = DEFAULT_RULES_DIR) 
         # rest of the content. Problems in those files are reported by their own runs.
         extra = load_rule_files([default_dir])
         out.library = [r for r in extra.rules if r.rule_id not in known]
+    out.exceptions, problems = _exceptions(paths, [*out.rules, *out.library], default_dir)
+    out.errors.extend(f.format_text() for f in problems if f.severity == ERROR)
     return out
+
+
+def _exceptions(
+    paths: Sequence[Path], rules: Sequence[Any], default_dir: Path
+) -> tuple[Catalogue, list[Finding]]:
+    """The exception lists under the paths, and the default rules directory's when a reference is unresolved."""
+    from deployer.exceptions.loader import catalogue_for
+
+    referenced = {lid for rule in rules for lid in referenced_list_ids(rule)}
+    return catalogue_for(paths, referenced, default_dir)
 
 
 def _covers(paths: Iterable[Path], directory: Path) -> bool:

@@ -9,9 +9,12 @@ over other rules' alerts is reported after the rules it reads.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from deployer.testing.evaluate import Evaluator, RuleLike, event_ref
+
+if TYPE_CHECKING:
+    from deployer.exceptions.model import Catalogue
 
 RESULT_KEYS = ("rule_id", "name", "implements", "event_ids", "join_keys")
 
@@ -21,10 +24,11 @@ def replay(
     events: Iterable[dict[str, Any]],
     *,
     library: Sequence[RuleLike] = (),
+    exceptions: Catalogue | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Evaluate every rule over the events and yield one dict per match; `library` rules only feed `depends_on`."""
     materialised = events if isinstance(events, list) else list(events)
-    evaluator = Evaluator([*rules, *library])
+    evaluator = Evaluator([*rules, *library], exceptions=exceptions)
     targets = [r.rule_id for r in rules]
     # Fail on a bad dependency graph or a query that does not compile before the first result.
     evaluator.prepare(targets)

@@ -38,7 +38,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from deployer.eql.ruleset import RuleSet
 from deployer.eql.values import first_value, make_getter, parse_timestamp
@@ -62,6 +62,9 @@ from deployer.testing.events import (
     read_events,
 )
 from deployer.testing.replay import result_for
+
+if TYPE_CHECKING:
+    from deployer.exceptions.model import Catalogue
 
 # Events read between two progress reports.
 PROGRESS_EVERY = 10_240
@@ -130,6 +133,22 @@ def _lag(rule: RuleLike, program: Any, reads_events: bool, reads_alerts: bool) -
     return 2 * span if any(step.missing for step in body.expanded_steps()) else span
 
 
+class _Admitted:
+    """A runner fed only the documents the rule's pre-filter admits (`Evaluator.admits`: exceptions)."""
+
+    def __init__(self, runner: Any, admits: Callable[[Any], bool]) -> None:
+        self._runner = runner
+        self._admits = admits
+
+    def push(self, doc: Any, *args: Any) -> list[Any]:
+        """Feed one document unless an exception item drops it."""
+        return self._runner.push(doc, *args) if self._admits(doc) else []
+
+    def finish(self) -> list[Any]:
+        """Flush the runner."""
+        return self._runner.finish()
+
+
 class _Stage:
     """One rule in the streaming pass: its runner, its reorder buffer (rules over alerts) and results."""
 
@@ -142,6 +161,12 @@ class _Stage:
         self.sequence = getattr(self.program, "kind", None) in ("sequence", "sample")
         self.lag = _lag(self.rule, self.program, self.reads_events, self.reads_alerts)
         self.runner = self.program.stream()
+        if self.reads_alerts:
+            # Rules over events get their pre-filter inside the rule set (`_prefilters`); a rule
+            # over alerts is fed here, so its runner applies the same `Evaluator.admits`.
+            admits = evaluator.admits(rule_id)
+            if admits is not None:
+                self.runner = _Admitted(self.runner, admits)
         self.subscribers: list[tuple[_Stage, int]] = []
         self.spool = _Spool() if target else None
         # The reader's parsed @timestamp is this rule's ordering time only when it orders by it.
@@ -366,6 +391,7 @@ def replay_file(
     progress: Callable[[int], None] | None = None,
     on_fallback: Callable[[str], None] | None = None,
     on_refused: Refused | None = None,
+    exceptions: Catalogue | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Replay an events file (`-` for stdin) through the rules, streaming; out-of-order input is sorted first.
 
@@ -377,7 +403,7 @@ def replay_file(
     once the file has been checked); every other rule is evaluated.
     """
     name = display_name(path)
-    evaluator = Evaluator([*rules, *library])
+    evaluator = Evaluator([*rules, *library], exceptions=exceptions, field_types=field_types)
     targets, refused = evaluator.triage(r.rule_id for r in rules)
     with _seekable(path, stdin) as source:
         # Refusals are reported only once the file is known to be good (bad input wins).
