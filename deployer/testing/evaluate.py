@@ -212,7 +212,10 @@ class Evaluator:
                     f"exceptions_list names {missing[0]!r}, which no exception list file declares "
                     "(exception lists live in exceptions/ directories beside the rules)",
                 )
-            self._exceptions[rule_id] = exceptions_filter.for_rule(rule, catalogue, self._field_types)
+            compiled = exceptions_filter.for_rule(rule, catalogue, self._field_types)
+            if compiled is not None and self._without_items:
+                compiled.items = [i for i in compiled.items if i.item_id not in self._without_items]
+            self._exceptions[rule_id] = compiled if compiled is None or compiled.items else None
         return self._exceptions[rule_id]
 
     def program(self, rule: RuleLike) -> Any:

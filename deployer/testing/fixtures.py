@@ -133,17 +133,20 @@ def run_rule_tests(
     """
     types = default_field_types() if field_types == "default" else field_types
     evaluator = Evaluator([*rules, *library], compiler=compiler, exceptions=exceptions, field_types=types)
-    # The same rules with their exceptions left off: `suppressed_by` tests prove the exception
-    # is what stops the match, not the events.
-    unexcepted = Evaluator(
-        [*rules, *library], compiler=compiler, exceptions=exceptions, field_types=types, apply_exceptions=False
-    )
+
+    def variant(**options: Any) -> Evaluator:
+        # The same rules with some or all exception items left off: `suppressed_by` tests prove
+        # the named items are what stops the match, not the events.
+        return Evaluator(
+            [*rules, *library], compiler=compiler, exceptions=exceptions, field_types=types, **options
+        )
+
     event_cache: dict[Path, list[dict[str, Any]] | EventsError] = {}
     results: list[TestResult] = []
     for rule in rules:
         rule_path = Path(getattr(rule, "path", "") or ".")
         for index, test in enumerate(_tests_of(rule)):
-            result = _run_one(rule, rule_path, index, test, (evaluator, unexcepted), event_cache, types)
+            result = _run_one(rule, rule_path, index, test, evaluator, variant, event_cache, types)
             results.append(result)
             if on_result is not None:
                 on_result(result)
@@ -166,12 +169,12 @@ def _run_one(
     rule_path: Path,
     index: int,
     test: Any,
-    evaluators: tuple[Evaluator, Evaluator],
+    evaluator: Evaluator,
+    variant: Callable[..., Evaluator],
     cache: dict[Path, list[dict[str, Any]] | EventsError],
     types: FieldTypeLookup | None,
 ) -> TestResult:
     started = time.perf_counter()
-    evaluator = evaluators[0]
     name = str(test.get("name") or f"test {index + 1}") if isinstance(test, dict) else f"test {index + 1}"
     result = TestResult(rule_id=rule.rule_id, name=name, status="error", path=str(rule_path))
     position = getattr(rule, "position", None)
@@ -199,7 +202,7 @@ def _run_one(
         result.actual = [list(s) for s in actual]
         suppressed = _suppressed_by(test)
         if suppressed and not actual:
-            problem = _check_suppression(rule, suppressed, events, *evaluators)
+            problem = _check_suppression(rule, suppressed, events, evaluator, variant)
             if problem:
                 result.status = "fail"
                 result.message = problem
@@ -241,23 +244,30 @@ def _check_suppression(
     names: list[str],
     events: Sequence[dict[str, Any]],
     evaluator: Evaluator,
-    unexcepted: Evaluator,
+    variant: Callable[..., Evaluator],
 ) -> str | None:
-    """Why the named exception items are not what suppresses the rule's match (None when they are)."""
+    """Why the named exception items are not what suppresses the rule's match (None when they are).
+
+    The rule must match the events with its exceptions left off, and again with all but any one
+    of the named items: each of them is needed.
+    """
     compiled = evaluator.exceptions_of(rule.rule_id)
-    items = {item.item_id: item for item in (compiled.items if compiled else [])}
-    unknown = [n for n in names if n not in items]
+    live = {item.item_id for item in (compiled.items if compiled else [])}
+    unknown = [n for n in names if n not in live]
     if unknown:
         return (
             f"suppressed_by names {unknown[0]!r}, which is not a live exception item of this rule "
-            f"(its items: {', '.join(sorted(items)) or 'none'})"
+            f"(its items: {', '.join(sorted(live)) or 'none'})"
         )
-    raw = [m for o in unexcepted.evaluate([rule.rule_id], events) for m in o.matches]
-    if not raw:
+
+    def matches(ev: Evaluator) -> bool:
+        return any(o.matches for o in ev.evaluate([rule.rule_id], events))
+
+    if not matches(variant(apply_exceptions=False)):
         return "the rule does not match these events even without its exceptions; the test proves nothing"
     for name in names:
-        if not any(items[name].matches(e) for m in raw for e in m.events if e is not None):
-            return f"exception item {name!r} drops no event of the matches it is said to suppress"
+        if not matches(variant(without_items=[name])):
+            return f"exception item {name!r} is not needed: the rule stays silent without it"
     return None
 
 
