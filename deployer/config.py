@@ -19,7 +19,10 @@ DEFAULT_EXEMPT_MATURITIES = ("experimental",)
 
 _DURATION = re.compile(r"^\s*([0-9]+)\s*(ms|s|m|h|d)\s*$")
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
-_VALIDATION_KEYS = {"max_maxspan", "entity_keys", "extra_fields", "fixture_exempt_maturities"}
+_VALIDATION_KEYS = {"max_maxspan", "entity_keys", "extra_fields", "fixture_exempt_maturities", "field_packs"}
+
+# Used when dac.yaml does not set validation.field_packs: Elastic Defend writes logs-endpoint.*.
+DEFAULT_FIELD_PACKS: tuple[tuple[str, tuple[str, ...]], ...] = (("logs-endpoint.*", ("elastic-defend",)),)
 
 
 class ConfigError(ValueError):
@@ -43,6 +46,10 @@ class ValidationConfig:
     entity_keys: tuple[str, ...] = DEFAULT_ENTITY_KEYS
     extra_fields: Path | None = None
     fixture_exempt_maturities: tuple[str, ...] = DEFAULT_EXEMPT_MATURITIES
+    # (index pattern, pack references) in file order; pack references are shipped pack names or
+    # paths relative to the configuration file's folder (``field_packs_base``).
+    field_packs: tuple[tuple[str, tuple[str, ...]], ...] = DEFAULT_FIELD_PACKS
+    field_packs_base: Path = field(default_factory=Path.cwd)
 
 
 @dataclass(frozen=True)
@@ -125,7 +132,7 @@ def load_config(path: str | Path | None = None) -> Config:
 
 def _validation(raw: Any, path: Path, base: Path, lines: dict[tuple[str, ...], int]) -> ValidationConfig:
     if raw is None:
-        return ValidationConfig()
+        return ValidationConfig(field_packs_base=base)
     if not isinstance(raw, dict):
         raise ConfigError("validation: must be a mapping", path, lines.get(("validation",)))
 
@@ -159,7 +166,38 @@ def _validation(raw: Any, path: Path, base: Path, lines: dict[tuple[str, ...], i
         if not isinstance(extra, str) or not extra:
             raise ConfigError("validation.extra_fields: must be a file path", path, line("extra_fields"))
         values["extra_fields"] = (base / extra).resolve()
+    if "field_packs" in raw:
+        values["field_packs"] = _field_packs(raw["field_packs"], path, line("field_packs"))
+    values["field_packs_base"] = base
     return ValidationConfig(**values)
+
+
+def _field_packs(raw: Any, path: Path, line: int | None) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """``{index pattern: pack or [packs]}`` → ((pattern, (pack, ...)), ...)."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            "validation.field_packs: must map index patterns to packs, e.g. {logs-endpoint.*: [elastic-defend]}",
+            path,
+            line,
+        )
+    out = []
+    for pattern, refs in raw.items():
+        if isinstance(refs, str):
+            refs = [refs]
+        if not isinstance(pattern, str) or not pattern or not isinstance(refs, list) or not refs:
+            raise ConfigError(
+                f"validation.field_packs: {pattern!r}: expected a pack name or file, or a list of them",
+                path,
+                line,
+            )
+        if not all(isinstance(r, str) and r for r in refs):
+            raise ConfigError(
+                f"validation.field_packs: {pattern}: pack references must be non-empty strings", path, line
+            )
+        out.append((pattern, tuple(refs)))
+    return tuple(out)
 
 
 def _key_lines(node: yaml.Node | None, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], int]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -20,7 +20,15 @@ NUMERIC_TYPES = frozenset(
 )
 OBJECT_TYPES = frozenset({"object", "nested"})
 KNOWN_TYPES = (
-    STRING_TYPES | NUMERIC_TYPES | OBJECT_TYPES | {"ip", "date", "date_nanos", "boolean", "geo_point"}
+    STRING_TYPES
+    | NUMERIC_TYPES
+    | OBJECT_TYPES
+    | {"ip", "date", "date_nanos", "boolean", "geo_point", "geo_shape", "point", "shape", "binary", "version"}
+    # Other Elasticsearch/OpenSearch mapping types a live cluster's _field_caps may report.
+    | {"alias", "histogram", "search_as_you_type", "token_count", "completion", "percolator", "join"}
+    | {"rank_feature", "rank_features", "dense_vector", "sparse_vector", "knn_vector", "semantic_text"}
+    | {"integer_range", "long_range", "float_range", "double_range", "date_range", "ip_range"}
+    | {"aggregate_metric_double", "counted_keyword"}
 )
 
 _FIELD_NAME = re.compile(r"^[@A-Za-z0-9_][A-Za-z0-9_.@-]*(\.\*)?$")
@@ -75,6 +83,7 @@ class FieldRegistry:
         self._patterns = patterns or {}  # "file.Ext." → info for declared "file.Ext.*"
         self._object_types = object_types or {}  # value type of `object` fields' sub-keys (labels.*)
         self.ecs_version = ecs_version
+        self._children_cache: dict[str, frozenset[str]] | None = None
 
     def get(self, name: str) -> FieldInfo | None:
         """The field's info, or None when neither ECS nor the declared extras know it."""
@@ -114,6 +123,44 @@ class FieldRegistry:
     def __len__(self) -> int:
         return len(self._fields)
 
+    def extended(self, packs: Iterable[Mapping[str, FieldInfo]]) -> FieldRegistry:
+        """This registry plus the fields of ``packs``; a field this registry knows keeps its info.
+
+        Pack entries named ``prefix.*`` become patterns.
+        """
+        fields: dict[str, FieldInfo] = {}
+        patterns: dict[str, FieldInfo] = {}
+        for pack in packs:
+            for name, info in pack.items():
+                if name.endswith(".*"):
+                    patterns.setdefault(name[:-1], info)
+                else:
+                    fields.setdefault(name, info)
+        fields.update(self._fields)
+        patterns.update(self._patterns)
+        return FieldRegistry(fields, patterns, self.ecs_version, self._object_types)
+
+    def near_miss(self, name: str) -> str | None:
+        """A known field one edit (a changed, missing, extra or swapped character) from ``name``."""
+        parent, _, leaf = name.rpartition(".")
+        for sibling in self._children().get(parent, ()):
+            if _one_edit(leaf, sibling):
+                return f"{parent}.{sibling}" if parent else sibling
+        # The typo may sit in the parent path: a known parent one edit away that has this leaf.
+        for known_parent, leaves in self._children().items():
+            if leaf in leaves and known_parent != parent and _one_edit(parent, known_parent):
+                return f"{known_parent}.{leaf}"
+        return None
+
+    def _children(self) -> dict[str, frozenset[str]]:
+        if self._children_cache is None:
+            children: dict[str, set[str]] = {}
+            for known in self._fields:
+                parent, _, leaf = known.rpartition(".")
+                children.setdefault(parent, set()).add(leaf)
+            self._children_cache = {k: frozenset(v) for k, v in children.items()}
+        return self._children_cache
+
     def suggest(self, name: str, limit: int = 3) -> list[str]:
         """Known field names close to ``name`` (for "did you mean" hints)."""
         head = name.split(".", 1)[0]
@@ -123,6 +170,25 @@ class FieldRegistry:
         if not found:
             found = difflib.get_close_matches(name, list(self._fields), n=limit, cutoff=0.8)
         return found
+
+
+def _one_edit(a: str, b: str) -> bool:
+    """Whether ``a`` and ``b`` differ by exactly one substitution, insertion, deletion or swap."""
+    if a == b or abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) == len(b):
+        diffs = [i for i in range(len(a)) if a[i] != b[i]]
+        if len(diffs) == 1:
+            return True
+        return (
+            len(diffs) == 2
+            and diffs[1] == diffs[0] + 1
+            and a[diffs[0]] == b[diffs[1]]
+            and a[diffs[1]] == b[diffs[0]]
+        )
+    short, long_ = (a, b) if len(a) < len(b) else (b, a)
+    i = next((k for k in range(len(short)) if short[k] != long_[k]), len(short))
+    return short[i:] == long_[i + 1 :]
 
 
 @lru_cache(maxsize=1)
@@ -178,11 +244,15 @@ def _load_extra(path: Path) -> tuple[dict[str, FieldInfo], dict[str, FieldInfo]]
     exact: dict[str, FieldInfo] = {}
     patterns: dict[str, FieldInfo] = {}
     source = str(path)
+    lines: dict[str, int] = {}
     for key_node, value_node in root.value:
         line = key_node.start_mark.line + 1
         name = str(key_node.value)
         if not _FIELD_NAME.match(name):
             raise ExtraFieldsError(f"{path}:{line}: {name!r} is not a field name")
+        if name in lines:
+            raise ExtraFieldsError(f"{path}:{line}: {name} is listed twice (first on line {lines[name]})")
+        lines[name] = line
         spec: Any = yaml.safe_load(yaml.serialize(value_node))
         info = _extra_info(name, spec, source, f"{path}:{line}")
         if name.endswith(".*"):

@@ -35,7 +35,7 @@ def validate(
 
     ``jobs`` > 1 checks files in that many forked worker processes (POSIX only; serial
     otherwise). Raises FileNotFoundError for a path that does not exist and
-    ExtraFieldsError when the configured extra-fields file is malformed (both are environment
+    ExtraFieldsError when the configured extra-fields file or a field pack is malformed (both are environment
     errors, not findings).
     """
     config = config or Config()
@@ -44,6 +44,7 @@ def validate(
         registry = ecs_registry.load(config.validation.extra_fields)
     files = discover_rule_files(paths)
     ctx = Context(config, registry, config.root)
+    _ = ctx.packs  # a missing or malformed field pack is an environment error, before any check
     workers = _worker_count(len(files), jobs)
     if workers > 1:
         results = _validate_parallel(files, ctx, workers)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from deployer.rules.checks.attack_mapping import check_attack
 from deployer.rules.checks.base import Check, Context
+from deployer.rules.checks.field_packs import check_field_packs
 from deployer.rules.checks.field_settings import check_field_settings
 from deployer.rules.checks.fixtures import check_fixtures
 from deployer.rules.checks.index import check_index
@@ -20,6 +21,7 @@ CHECKS: tuple[Check, ...] = (
     check_index,
     check_query,
     check_field_settings,
+    check_field_packs,
     check_attack,
     check_fixtures,
 )

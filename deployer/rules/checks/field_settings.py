@@ -18,8 +18,8 @@ _FIELD_SETTINGS: tuple[tuple[str, ...], ...] = (
 )
 
 
-def check_field_settings(rule: RuleFile, ctx: Context) -> Iterator[Finding]:
-    """Field names outside the query (required_fields, investigation_fields, overrides, ...) exist."""
+def setting_fields(rule: RuleFile) -> list[tuple[tuple[Any, ...], str]]:
+    """(YAML path, field name) of every field named outside the query."""
     refs: list[tuple[tuple[Any, ...], Any]] = []
     for path in _FIELD_SETTINGS:
         refs.append((path, rule.data.get(path[0])))
@@ -40,18 +40,23 @@ def check_field_settings(rule: RuleFile, ctx: Context) -> Iterator[Finding]:
             refs.extend(
                 ((key, i, "field"), it.get("field")) for i, it in enumerate(items) if isinstance(it, dict)
             )
-    for path, name in refs:
-        if not isinstance(name, str) or not name:
-            continue
-        info = ctx.registry.get(name)
+    return [(path, name) for path, name in refs if isinstance(name, str) and name]
+
+
+def check_field_settings(rule: RuleFile, ctx: Context) -> Iterator[Finding]:
+    """Field names outside the query (required_fields, investigation_fields, overrides, ...) exist."""
+    known = ctx.fields_for(rule)
+    for path, name in setting_fields(rule):
+        info = known.registry.get(name)
         if info is None:
-            yield finding(
-                rule,
-                rule.value_position(path),
-                "unknown-field",
-                f"{where(path)}: unknown field '{name}'",
-                unknown_field_hint(ctx.registry, name),
-            )
+            if not known.unverified(name):
+                yield finding(
+                    rule,
+                    rule.value_position(path),
+                    "unknown-field",
+                    f"{where(path)}: {known.unknown_message(name)}",
+                    unknown_field_hint(known.registry, name),
+                )
             continue
         if path[0] == "required_fields":
             declared = rule.data["required_fields"][path[1]].get("type")

@@ -8,6 +8,7 @@ import ipaddress
 import json
 from collections.abc import Iterator
 from datetime import datetime
+from functools import lru_cache
 
 from deployer.ecs.registry import FieldInfo
 from deployer.eql import ast
@@ -62,6 +63,7 @@ _STRING_FUNCTIONS = frozenset(
 _NUMERIC_FUNCTIONS = frozenset({"add", "subtract", "multiply", "divide", "modulo"})
 
 
+@lru_cache(maxsize=8)
 def parse_query(query: str) -> ast.Query:
     """Parse an EQL query with the one shared parser."""
     from deployer.eql import parser  # imported here: the grammar is only built when a query is checked
@@ -92,7 +94,8 @@ class _QueryChecker:
         self.rule = rule
         self.ctx = ctx
         self.tree = tree
-        self.registry = ctx.registry
+        self.known = ctx.fields_for(rule)
+        self.registry = self.known.registry
         self.category_override = rule.data.get("event_category_override")
 
     def at(self, node: ast.Node) -> tuple[int, int]:
@@ -141,11 +144,11 @@ class _QueryChecker:
                 continue
             reported.add(key)
             if info is None:
+                if self.known.unverified(ref.name):
+                    continue  # reported once per rule by check_field_packs
                 hint = unknown_field_hint(self.registry, ref.name)
                 severity = WARNING if ref.optional else ERROR
-                message = (
-                    f"unknown field '{ref.name}': not in ECS {self.registry.ecs_version} or the extra fields"
-                )
+                message = self.known.unknown_message(ref.name)
                 if ref.optional:
                     message += " (written ?field, so Elasticsearch reads it as null)"
                 yield self.finding(ref, "unknown-field", message, hint, severity)
