@@ -1,17 +1,18 @@
-"""Coverage view: which seed steps, ATT&CK techniques and platforms each rule covers.
+"""Coverage view: which analytic steps, file types, ATT&CK techniques and platforms each rule covers.
 
 Everything is derived from fields rules already have, so coverage cannot drift from the content:
 
 - techniques and tactics from `threat` plus the technique IDs in `metadata.implements`;
 - platforms from `metadata.platforms`;
-- seed steps from the query itself: each sequence step is classified by its event category and the
+- analytic steps from the query itself: each sequence step is classified by its event category and the
   fields it constrains (a `file` step or one on `file.path` = a file written; a `process` step on
   `process.parent.*` = a spawn; a `network` step = network activity; a step on `process.args` of a
   start event = the opened file named on the command line). A rule over other rules' alerts
-  (`metadata.depends_on`) covers what its dependencies' steps cover, and it only counts for a seed
-  the rule itself (or a dependency) declares in `metadata.implements`.
+  (`metadata.depends_on`) covers what its dependencies' steps cover; a rule counts for the analytics
+  it declares in `metadata.implements`, and a building block for those its readers declare;
+- file types from the `file_type` of each positive fixture test.
 
-Building blocks are listed but do not alert; a seed step is "alerting" only when a rule that is not
+Building blocks are listed but do not alert; a step is "alerting" only when a rule that is not
 a building block covers it (directly or through the rules it reads).
 """
 
@@ -24,9 +25,12 @@ from typing import Any
 from deployer.eql import ast
 from deployer.rules import attack
 
-# Seed documents: analytic/detection-strategy steps the content is measured against.
-SEEDS: dict[str, dict[str, Any]] = {
+# The ATT&CK v18.1 analytics the content is measured against, each with the steps of its chain
+# (from the analytic's description) and the detection strategy and technique it belongs to.
+ANALYTICS: dict[str, dict[str, Any]] = {
     "AN1314": {
+        "strategy": "DET0478",
+        "technique": "T1204",
         "title": "User app -> file in user-writable path -> LOLBin/installer -> immediate network",
         "platforms": ["windows"],
         "steps": {
@@ -36,14 +40,76 @@ SEEDS: dict[str, dict[str, Any]] = {
             "4": "immediate outbound HTTP(S)/DNS/SMB from the same lineage",
         },
     },
-    "DET0294": {
-        "title": "User Execution: Malicious File via download/open -> spawn chain (T1204.002)",
-        "platforms": ["windows", "linux", "macos"],
+    "AN0819": {
+        "strategy": "DET0294",
+        "technique": "T1204.002",
+        "title": "Opened/downloaded file in a user path -> new or unusual child of the handler (Windows)",
+        "platforms": ["windows"],
         "steps": {
-            "open": "the downloaded/attached file is opened or written by the handling app",
-            "spawn": "the handling app spawns a suspicious child (shell, script host, interpreter, LOLBin)",
-            "follow-on": "follow-on activity of the child (network, further children)",
+            "1": "a file delivered by mail/web/chat/share is created in a user-controlled path",
+            "2": "the handling application spawns a new or unusual child",
         },
+    },
+    "AN0820": {
+        "strategy": "DET0294",
+        "technique": "T1204.002",
+        "title": "Downloaded document/installer created -> exec of a suspicious utility (macOS)",
+        "platforms": ["macos"],
+        "steps": {
+            "1": "file created in ~/Downloads, ~/Library containers or a mounted image",
+            "2": "exec of a suspicious utility (osascript, shell, curl) from that lineage",
+        },
+    },
+    "AN0821": {
+        "strategy": "DET0294",
+        "technique": "T1204.002",
+        "title": "New file in ~/Downloads or /tmp -> execve of a risky interpreter/loader (Linux)",
+        "platforms": ["linux"],
+        "steps": {
+            "1": "a desktop application writes or opens a new file in ~/Downloads, /tmp or removable media",
+            "2": "execve of a risky interpreter or loader by that application",
+        },
+    },
+}
+
+# File types DET0294 names, the platforms each exists on, and the extensions that stand for it.
+# A positive fixture test declares the type it delivers (`file_type`); coverage counts those.
+FILE_TYPES: dict[str, dict[str, Any]] = {
+    "macro-document": {
+        "platforms": ["windows", "macos", "linux"],
+        "extensions": ["docm", "dotm", "xlsm", "xltm", "xlam", "pptm", "ppam", "odt", "ods"],
+    },
+    "pdf": {"platforms": ["windows", "macos", "linux"], "extensions": ["pdf"]},
+    "archive": {
+        "platforms": ["windows", "macos", "linux"],
+        "extensions": ["zip", "rar", "7z", "cab", "tar", "gz", "tgz", "xz", "bz2"],
+    },
+    "shortcut": {"platforms": ["windows"], "extensions": ["lnk"]},
+    "disk-image": {"platforms": ["windows", "macos"], "extensions": ["iso", "img", "vhd", "vhdx", "dmg"]},
+    "script": {
+        "platforms": ["windows", "macos", "linux"],
+        "extensions": [
+            "js",
+            "jse",
+            "vbs",
+            "vbe",
+            "wsf",
+            "hta",
+            "ps1",
+            "bat",
+            "cmd",
+            "sh",
+            "command",
+            "scpt",
+            "py",
+            "pl",
+        ],
+    },
+    "reg": {"platforms": ["windows"], "extensions": ["reg"]},
+    "cpl": {"platforms": ["windows"], "extensions": ["cpl"]},
+    "executable": {
+        "platforms": ["windows", "macos", "linux"],
+        "extensions": ["exe", "scr", "com", "pif", "msi", "app", "pkg", "elf", "appimage", "run", "bin"],
     },
 }
 
@@ -74,7 +140,8 @@ class RuleCoverage:
     technique_tactics: dict[str, list[str]]
     depends_on: list[str]
     step_kinds: list[list[str]]
-    seed_steps: dict[str, list[str]] = field(default_factory=dict)
+    analytic_steps: dict[str, list[str]] = field(default_factory=dict)
+    file_types: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready view."""
@@ -89,7 +156,8 @@ class RuleCoverage:
             "techniques": self.techniques,
             "tactics": self.tactics,
             "depends_on": self.depends_on,
-            "seed_steps": self.seed_steps,
+            "analytic_steps": self.analytic_steps,
+            "file_types": self.file_types,
         }
 
 
@@ -100,33 +168,35 @@ class CoverageReport:
     rules: list[RuleCoverage]
     errors: list[str] = field(default_factory=list)
 
-    def seed_matrix(self) -> dict[str, dict[str, dict[str, list[str]]]]:
-        """seed → step → {"alerting": [rule ids], "building_blocks": [rule ids]}."""
+    def analytic_matrix(self) -> dict[str, dict[str, dict[str, list[str]]]]:
+        """analytic → step → {"alerting": [rule ids], "building_blocks": [rule ids]}."""
         out: dict[str, dict[str, dict[str, list[str]]]] = {}
-        for seed, spec in SEEDS.items():
+        for seed, spec in ANALYTICS.items():
             steps: dict[str, dict[str, list[str]]] = {}
             for step in spec["steps"]:
                 alerting = [
                     r.rule_id
                     for r in self.rules
-                    if step in r.seed_steps.get(seed, []) and not r.building_block
+                    if step in r.analytic_steps.get(seed, []) and not r.building_block
                 ]
                 blocks = [
-                    r.rule_id for r in self.rules if step in r.seed_steps.get(seed, []) and r.building_block
+                    r.rule_id
+                    for r in self.rules
+                    if step in r.analytic_steps.get(seed, []) and r.building_block
                 ]
                 steps[step] = {"alerting": alerting, "building_blocks": blocks}
             out[seed] = steps
         return out
 
     def platform_matrix(self) -> dict[str, dict[str, list[str]]]:
-        """seed → platform → alerting rule ids that cover some step of the seed on that platform."""
+        """analytic → platform → alerting rule ids that cover some step of it on that platform."""
         out: dict[str, dict[str, list[str]]] = {}
-        for seed, spec in SEEDS.items():
+        for seed, spec in ANALYTICS.items():
             out[seed] = {
                 platform: [
                     r.rule_id
                     for r in self.rules
-                    if not r.building_block and r.seed_steps.get(seed) and platform in r.platforms
+                    if not r.building_block and r.analytic_steps.get(seed) and platform in r.platforms
                 ]
                 for platform in spec["platforms"]
             }
@@ -140,10 +210,24 @@ class CoverageReport:
                 out.setdefault(t, []).append(r.rule_id)
         return dict(sorted(out.items()))
 
+    def file_type_matrix(self) -> dict[str, dict[str, list[str]]]:
+        """file type → platform → alerting rules with a positive fixture test delivering that type."""
+        return {
+            kind: {
+                platform: [
+                    r.rule_id
+                    for r in self.rules
+                    if not r.building_block and platform in r.platforms and kind in r.file_types
+                ]
+                for platform in spec["platforms"]
+            }
+            for kind, spec in FILE_TYPES.items()
+        }
+
     def gaps(self) -> list[str]:
-        """Seed steps and seed platforms no alerting rule covers."""
+        """Analytic steps, platforms and file types no alerting rule covers."""
         out = []
-        for seed, steps in self.seed_matrix().items():
+        for seed, steps in self.analytic_matrix().items():
             for step, who in steps.items():
                 if not who["alerting"]:
                     out.append(f"{seed} step {step}: no alerting rule")
@@ -151,17 +235,19 @@ class CoverageReport:
             for platform, who in platforms.items():
                 if not who:
                     out.append(f"{seed} on {platform}: no alerting rule")
+        for kind, platforms in self.file_type_matrix().items():
+            for platform, who in platforms.items():
+                if not who:
+                    out.append(f"file type {kind} on {platform}: no positive fixture of an alerting rule")
         return out
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready view of the whole report."""
         return {
-            "seeds": {
-                seed: {"title": spec["title"], "platforms": spec["platforms"], "steps": spec["steps"]}
-                for seed, spec in SEEDS.items()
-            },
+            "analytics": ANALYTICS,
             "rules": [r.to_dict() for r in self.rules],
-            "seed_steps": self.seed_matrix(),
+            "analytic_steps": self.analytic_matrix(),
+            "file_types": self.file_type_matrix(),
             "platforms": self.platform_matrix(),
             "techniques": self.technique_matrix(),
             "gaps": self.gaps(),
@@ -207,11 +293,10 @@ def query_step_kinds(query_text: str) -> list[list[str]]:
     return [classify_step(step.query) for step in body.steps if not step.missing]
 
 
-def _seed_steps(seed: str, kinds: Sequence[Sequence[str]]) -> list[str]:
+def _analytic_steps(analytic: str, kinds: Sequence[Sequence[str]]) -> list[str]:
     flat = [k for step in kinds for k in step]
-    spawns = flat.count(SPAWN)
     covered: list[str] = []
-    if seed == "AN1314":
+    if analytic == "AN1314":
         if FILE in flat or SPAWN in flat:
             covered.append("1")
         if FILE in flat:
@@ -220,14 +305,18 @@ def _seed_steps(seed: str, kinds: Sequence[Sequence[str]]) -> list[str]:
             covered.append("3")
         if NETWORK in flat:
             covered.append("4")
-    elif seed == "DET0294":
+    elif analytic in ANALYTICS:
         if FILE in flat or OPEN_ARGS in flat:
-            covered.append("open")
+            covered.append("1")
         if SPAWN in flat:
-            covered.append("spawn")
-        if NETWORK in flat or spawns >= 2:
-            covered.append("follow-on")
+            covered.append("2")
     return covered
+
+
+def _file_types(rule: Any) -> list[str]:
+    tests = (rule.metadata or {}).get("tests") or []
+    found = {t.get("file_type") for t in tests if isinstance(t, Mapping) and t.get("expect") == "match"}
+    return [kind for kind in FILE_TYPES if kind in found]
 
 
 def _threat_ids(threat: Any) -> tuple[list[str], list[str], dict[str, list[str]]]:
@@ -287,12 +376,23 @@ def compute(rules: Iterable[Any], errors: Iterable[str] = ()) -> CoverageReport:
             out.extend(effective_kinds(dep, seen | {rule_id}))
         return out
 
-    def declared(rule_id: str, seen: frozenset[str] = frozenset()) -> set[str]:
-        meta = meta_by_id.get(rule_id, {})
-        out = set(_listify(meta.get("implements")))
+    dependents: dict[str, list[str]] = {}
+    for rule_id, meta in meta_by_id.items():
         for dep in _listify(meta.get("depends_on")):
-            if dep not in seen:
-                out |= declared(dep, seen | {rule_id})
+            dependents.setdefault(dep, []).append(rule_id)
+
+    def declared(rule_id: str) -> set[str]:
+        # A building block holds part of a chain: it counts toward the analytics that the rules
+        # reading its alerts (transitively) claim; a rule over alerts counts for its own claims.
+        out = set(_listify(meta_by_id.get(rule_id, {}).get("implements")))
+        todo, seen = list(dependents.get(rule_id, [])), {rule_id}
+        while todo:
+            current = todo.pop()
+            if current in seen:
+                continue
+            seen.add(current)
+            out |= set(_listify(meta_by_id.get(current, {}).get("implements")))
+            todo.extend(dependents.get(current, []))
         return out
 
     report: list[RuleCoverage] = []
@@ -305,8 +405,8 @@ def compute(rules: Iterable[Any], errors: Iterable[str] = ()) -> CoverageReport:
             if item.startswith("T") and not item.startswith("TA") and item not in techniques:
                 techniques.append(item)
         kinds = effective_kinds(rule.rule_id)
-        seeds = declared(rule.rule_id)
-        seed_steps = {seed: _seed_steps(seed, kinds) for seed in SEEDS if seed in seeds}
+        claimed = declared(rule.rule_id)
+        analytic_steps = {an: _analytic_steps(an, kinds) for an in ANALYTICS if an in claimed}
         report.append(
             RuleCoverage(
                 rule_id=rule.rule_id,
@@ -321,7 +421,8 @@ def compute(rules: Iterable[Any], errors: Iterable[str] = ()) -> CoverageReport:
                 technique_tactics=by_technique,
                 depends_on=_listify(meta.get("depends_on")),
                 step_kinds=kinds,
-                seed_steps={k: v for k, v in seed_steps.items() if v},
+                analytic_steps={k: v for k, v in analytic_steps.items() if v},
+                file_types=_file_types(rule),
             )
         )
     report.sort(key=lambda r: (r.building_block, r.rule_id))
@@ -337,16 +438,20 @@ def render_text(report: CoverageReport) -> str:
     lines.append("Rules")
     for r in report.rules:
         kind = "building block" if r.building_block else (r.severity or "")
-        steps = "; ".join(f"{seed} {','.join(steps)}" for seed, steps in r.seed_steps.items()) or "-"
-        lines.append(f"  {r.rule_id} [{kind}] platforms={','.join(r.platforms) or '-'} seeds: {steps}")
+        steps = "; ".join(f"{an} {','.join(steps)}" for an, steps in r.analytic_steps.items()) or "-"
+        lines.append(
+            f"  {r.rule_id} [{kind}] platforms={','.join(r.platforms) or '-'} analytic steps: {steps}"
+        )
         lines.append(f"    techniques: {', '.join(r.techniques) or '-'}")
+        if r.file_types:
+            lines.append(f"    file types (positive fixtures): {', '.join(r.file_types)}")
         if r.depends_on:
             lines.append(f"    reads alerts of: {', '.join(r.depends_on)}")
     platform_matrix = report.platform_matrix()
-    for seed, steps in report.seed_matrix().items():
-        spec = SEEDS[seed]
+    for analytic, steps in report.analytic_matrix().items():
+        spec = ANALYTICS[analytic]
         lines.append("")
-        lines.append(f"{seed}: {spec['title']}")
+        lines.append(f"{analytic} ({spec['strategy']}, {spec['technique']}): {spec['title']}")
         for step, who in steps.items():
             alerting = ", ".join(who["alerting"]) or "NONE"
             blocks = (
@@ -354,8 +459,13 @@ def render_text(report: CoverageReport) -> str:
             )
             lines.append(f"  step {step} - {spec['steps'][step]}")
             lines.append(f"    alerting: {alerting}{blocks}")
-        for platform, who in platform_matrix[seed].items():
+        for platform, who in platform_matrix[analytic].items():
             lines.append(f"  {platform}: {', '.join(who) or 'NONE'}")
+    lines.append("")
+    lines.append("File types (DET0294) x platform: alerting rules with a positive fixture")
+    for kind, platforms in report.file_type_matrix().items():
+        cells = "; ".join(f"{p}: {', '.join(who) or 'NONE'}" for p, who in platforms.items())
+        lines.append(f"  {kind}: {cells}")
     lines.append("")
     lines.append("ATT&CK techniques")
     for technique, who in report.technique_matrix().items():
@@ -430,7 +540,8 @@ def navigator_layer(report: CoverageReport, name: str = "dac detection coverage"
 
 
 __all__ = [
-    "SEEDS",
+    "ANALYTICS",
+    "FILE_TYPES",
     "CoverageReport",
     "RuleCoverage",
     "classify_step",

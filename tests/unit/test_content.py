@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,10 @@ def _over_alerts(rule: Any) -> bool:
     return any(str(p).startswith(ALERT_INDEX) for p in rule.kibana.get("index", []))
 
 
+def rule_keys_doc(rule_id: str) -> str:
+    return BY_ID[rule_id].kibana["description"]
+
+
 def _tree(rule: Any) -> ast.Query:
     return parser.parse(rule.kibana["query"])
 
@@ -75,7 +80,7 @@ def test_content_exists() -> None:
     platforms = {p for r in RULES for p in r.metadata["platforms"]}
     assert platforms == {"windows", "linux", "macos"}
     implements = {i for r in RULES for i in r.metadata["implements"]}
-    assert {"AN1314", "DET0294", "T1204.002"} <= implements
+    assert set(ANALYTICS) | set(STRATEGIES) <= implements
 
 
 @pytest.mark.parametrize("rule_id", RULE_IDS)
@@ -83,8 +88,8 @@ def test_rule_has_enough_positive_and_negative_tests(rule_id: str) -> None:
     tests = BY_ID[rule_id].metadata.get("tests") or []
     matches = [t for t in tests if t["expect"] == "match"]
     misses = [t for t in tests if t["expect"] == "no_match"]
-    assert len(matches) >= 2, "each rule needs at least two positive fixtures"
-    assert len(misses) >= 3, "each rule needs at least three near-miss fixtures"
+    assert len(matches) >= 3, "each rule needs at least three positive fixtures"
+    assert len(misses) >= 4, "each rule needs at least four near-miss fixtures"
     for test in matches:
         assert test.get("sequences"), f"{test['name']}: a match test lists its exact sequences"
     names = [t["name"] for t in tests]
@@ -93,25 +98,109 @@ def test_rule_has_enough_positive_and_negative_tests(rule_id: str) -> None:
         assert (BY_ID[rule_id].path.parent / test["events"]).is_file(), test["events"]
 
 
+# ATT&CK v18.1 facts the content is held to (checked against MITRE's data below when present):
+# analytic -> (detection strategy, platform); detection strategy -> the technique it detects.
+ANALYTICS = {
+    "AN1314": ("DET0478", "windows"),
+    "AN0819": ("DET0294", "windows"),
+    "AN0820": ("DET0294", "macos"),
+    "AN0821": ("DET0294", "linux"),
+}
+STRATEGIES = {"DET0478": "T1204", "DET0294": "T1204.002"}
+ATTACK_DATA = REPO.parent.parent / "shared" / "attack" / "enterprise-attack-18.1-subset.json.gz"
+
+
+def _dependents(rule_id: str) -> list[Any]:
+    return [r for r in RULES if rule_id in (r.metadata.get("depends_on") or [])]
+
+
+def test_attack_facts_match_mitre_data() -> None:
+    path = ATTACK_DATA if ATTACK_DATA.is_file() else Path("/work/shared/attack") / ATTACK_DATA.name
+    if not path.is_file():
+        pytest.skip(f"MITRE ATT&CK v18.1 data not found at {path}")
+    import gzip
+
+    objects = json.loads(gzip.open(path).read())["objects"]
+
+    def ext(o: dict[str, Any]) -> str | None:
+        refs = [r for r in o.get("external_references", []) if r.get("source_name") == "mitre-attack"]
+        return refs[0].get("external_id") if refs else None
+
+    by_stix = {o["id"]: o for o in objects}
+    by_ext = {ext(o): o for o in objects if ext(o)}
+    for an, (det, platform) in ANALYTICS.items():
+        strategy = by_ext[det]
+        assert by_ext[an]["id"] in strategy["x_mitre_analytic_refs"], f"{an} is an analytic of {det}"
+        assert [p.lower() for p in by_ext[an]["x_mitre_platforms"]] == [platform]
+    for det, technique in STRATEGIES.items():
+        detects = [
+            ext(by_stix[o["target_ref"]])
+            for o in objects
+            if o["type"] == "relationship"
+            and o["source_ref"] == by_ext[det]["id"]
+            and o["relationship_type"] == "detects"
+        ]
+        assert detects == [technique], det
+
+
+@pytest.mark.parametrize("rule_id", RULE_IDS)
+def test_attack_mapping_is_exact(rule_id: str) -> None:
+    """A rule claims an analytic only for its whole chain, with the analytic's strategy and technique."""
+    rule = BY_ID[rule_id]
+    implements = set(rule.metadata["implements"])
+    analytics = {i for i in implements if i.startswith("AN")}
+    strategies = {i for i in implements if i.startswith("DET")}
+    techniques = {i for i in implements if i.startswith("T")}
+    if rule.kibana.get("building_block_type") == "default":
+        # A building block holds part of a chain: its dependents claim the analytic.
+        assert not analytics and not strategies, "building blocks claim no analytic"
+        claimed = {i for d in _dependents(rule_id) for i in d.metadata["implements"] if i.startswith("AN")}
+        assert claimed, "a building block feeds a rule that claims an analytic"
+    else:
+        assert len(analytics) == 1, "an alerting rule implements exactly one analytic"
+    for an in analytics:
+        det, platform = ANALYTICS[an]
+        assert strategies == {det}, f"{an} belongs to {det}"
+        assert rule.metadata["platforms"] == [platform], f"{an} is a {platform} analytic"
+    expected = {STRATEGIES[d] for d in strategies} or {
+        STRATEGIES[ANALYTICS[a][0]]
+        for d in _dependents(rule_id)
+        for a in d.metadata["implements"]
+        if a.startswith("AN")
+    }
+    assert techniques == expected
+    # threat: Execution / exactly the strategy's technique (T1204, or T1204 > T1204.002).
+    assert [t["tactic"]["id"] for t in rule.kibana["threat"]] == ["TA0002"]
+    mapped = rule.kibana["threat"][0]["technique"]
+    assert [t["id"] for t in mapped] == ["T1204"]
+    subs = {s["id"] for s in mapped[0].get("subtechnique", [])}
+    assert subs == (techniques - {"T1204"})
+
+
 @pytest.mark.parametrize("rule_id", RULE_IDS)
 def test_rule_shape(rule_id: str) -> None:
     rule = BY_ID[rule_id]
     k, meta = rule.kibana, rule.metadata
     assert k["type"] == "eql" and k["language"] == "eql"
     assert meta["maturity"] == "production"
-    assert {"AN1314", "DET0294"} & set(meta["implements"])
-    assert "T1204.002" in meta["implements"]
     assert k.get("required_fields") and k.get("investigation_fields", {}).get("field_names")
     assert k.get("false_positives"), "every rule lists its false positives"
+    assert k.get("setup"), "every rule names the data it needs"
+    integrations = {i["package"] for i in k.get("related_integrations") or []}
+    assert "endpoint" in integrations or meta.get("depends_on"), "related_integrations names Elastic Defend"
     note = k.get("note", "")
-    for word in ("Investigate", "Contain", "user.name", "host.name", "process.parent"):
-        assert word in note, f"triage note mentions {word}"
-    # ATT&CK: Execution / User Execution / Malicious File on every rule.
-    by_tactic = {t["tactic"]["id"]: t for t in k["threat"]}
-    assert "TA0002" in by_tactic
-    techniques = {t["id"]: t for t in by_tactic["TA0002"]["technique"]}
-    assert "T1204" in techniques
-    assert "T1204.002" in {s["id"] for s in techniques["T1204"].get("subtechnique", [])}
+    for word in (
+        "Investigate",
+        "Contain",
+        "user.name",
+        "host.name",
+        "process.parent",
+        "hash",
+        "origin",
+        "children",
+        "network",
+    ):
+        assert word.lower() in note.lower(), f"triage note mentions {word}"
     # Severity and risk score agree with Kibana's bands.
     bands = {"low": range(0, 22), "medium": range(22, 48), "high": range(48, 74), "critical": range(74, 101)}
     assert k["risk_score"] in bands[k["severity"]]
@@ -127,6 +216,13 @@ def test_sequences_join_on_entity_ids_with_maxspan(rule_id: str) -> None:
     assert body.maxspan is not None and body.maxspan.millis <= 10 * 60 * 1000
     for step in body.steps:
         keys = [".".join(f.path) for f in body.keys_for(step)]
+        if keys[:1] == ["host.id"]:
+            # Cross-process deliveries (browser writes, Explorer/launchd starts): host and user, short window.
+            assert keys == ["host.id", "user.id"], f"host-keyed sequences also join on user.id: {keys}"
+            assert "host.id" in rule_keys_doc(rule_id), (
+                "the description says why the rule is keyed on the host"
+            )
+            continue
         assert keys and keys[0] in ENTITY_KEYS, f"step keyed on {keys}"
 
 
@@ -266,3 +362,47 @@ def test_an1314_spawn_and_network_steps_stay_identical_across_rules() -> None:
     e = _tree(BY_ID["an1314-win-lolbin-grandchild-network"]).body
     assert ast.to_eql(a.steps[1].query) == ast.to_eql(b.steps[0].query)
     assert ast.to_eql(b.steps[1].query) == ast.to_eql(e.steps[1].query)
+
+
+def _strings(node: Any) -> Iterator[str]:
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, dict):
+        for value in node.values():
+            yield from _strings(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _strings(value)
+
+
+def test_declared_file_types_are_what_the_fixture_delivers() -> None:
+    """A positive test's `file_type` must show in its fixture: a path with one of the type's extensions,
+    or (executables without an extension) a file written and then started as a process."""
+    from deployer.coverage import FILE_TYPES
+
+    for rule in RULES:
+        for test in rule.metadata.get("tests") or []:
+            kind = test.get("file_type")
+            if kind is None:
+                continue
+            assert test["expect"] == "match", f"{rule.rule_id}: {test['name']}: file_type on a near miss"
+            events = _events(rule.path.parent / test["events"])
+            suffixes = tuple("." + e for e in FILE_TYPES[kind]["extensions"])
+            named = any(
+                s.lower().rstrip('"').endswith(suffixes)
+                or any(f"{x}\\" in s.lower() or f"{x}/" in s.lower() for x in suffixes)
+                for doc in events
+                for key in ("file", "process")
+                for s in _strings(doc.get(key, {}))
+            )
+            written = {_get(d, "file.path") for d in events if "file" in (_get(d, "event.category") or [])}
+            started = {
+                _get(d, "process.executable") for d in events if "start" in (_get(d, "event.type") or [])
+            }
+            assert named or (kind == "executable" and written & started), (
+                f"{rule.rule_id}: {test['name']}: no {kind} ({', '.join(suffixes)}) in {test['events']}"
+            )
+            platform = _get(events[0], "host.os.type")
+            assert platform in FILE_TYPES[kind]["platforms"], (
+                f"{rule.rule_id}: {test['name']}: {kind} on {platform}"
+            )

@@ -14,7 +14,8 @@ REPO = Path(__file__).resolve().parents[2]
 def test_repository_config() -> None:
     config = load_config(REPO / "dac.yaml")
     assert config.validation.max_maxspan_ms == 600_000
-    assert config.validation.entity_keys == DEFAULT_ENTITY_KEYS
+    # The repository adds host.id for cross-process deliveries (see dac.yaml).
+    assert config.validation.entity_keys == (*DEFAULT_ENTITY_KEYS, "host.id")
     assert config.validation.extra_fields == (REPO / "extra_fields.yaml").resolve()
     assert config.validation.fixture_exempt_maturities == ("experimental",)
     assert isinstance(config.targets, dict)
