@@ -96,3 +96,25 @@ def test_cli_run_over_the_corpus_exits_zero(imported: tuple[Path, Path]) -> None
     result = CliRunner().invoke(main, ["run", "--rules", str(rules_dir), "--events", str(events)])
     assert result.exit_code == 0, result.stderr
     assert "refused" not in result.stderr
+
+
+def test_a_planted_unsupported_rule_is_refused_and_the_corpus_still_runs(
+    imported: tuple[Path, Path], tmp_path: Path
+) -> None:
+    rules_dir, events = imported
+    planted = tmp_path / "planted.yaml"
+    planted.write_text(
+        "rule_id: planted-regex\nname: planted\ndescription: d\ntype: eql\nlanguage: eql\n"
+        "index: [logs-*]\nseverity: low\nrisk_score: 1\n"
+        'query: |\n  process where host.os.type == "linux" and\n    process.name regex "a~b"\n'
+    )
+    result = CliRunner().invoke(
+        main, ["run", "--rules", str(rules_dir), "--rules", str(planted), "--events", str(events)]
+    )
+    assert result.exit_code == 1
+    refused = [line for line in result.stderr.splitlines() if line.startswith("refused: ")]
+    assert refused == [
+        f"refused: planted-regex: cannot be evaluated offline: {planted}:11:24: not supported offline: "
+        "regex complement/intersection operators in 'a~b'"
+    ]
+    assert f"{RULES_IN_CORPUS} of {RULES_IN_CORPUS + 1} rules evaluated, 1 refused" in result.stderr
