@@ -132,8 +132,13 @@ class OpenSearchClient:
         *,
         ok: Collection[int] = (),
         headers: Mapping[str, str] | None = None,
+        idempotent: bool = True,
     ) -> Any:
-        """Send one request; retry 429/5xx/timeouts with backoff; raise OpenSearchError otherwise."""
+        """Send one request; retry 429/5xx/timeouts with backoff; raise OpenSearchError otherwise.
+
+        A non-idempotent request (a monitor create) is retried only when the server cannot have
+        acted on it (connection refused, 429, 503), so a lost answer never makes a second monitor.
+        """
         from opensearchpy import exceptions as ex
 
         started = time.monotonic()
@@ -153,6 +158,8 @@ class OpenSearchClient:
                 if status in ok:
                     return exc.info
                 transient = status in RETRY_STATUSES or isinstance(exc, ex.ConnectionTimeout)
+                if not idempotent and (status in (502, 504) or isinstance(exc, ex.ConnectionTimeout)):
+                    transient = False
                 refused = isinstance(exc, ex.ConnectionError) and not isinstance(exc, ex.ConnectionTimeout)
                 limit = self.retry.connect_retries if refused else self.retry.retries
                 budget_left = self.retry.total_budget - (time.monotonic() - started)
@@ -228,7 +235,9 @@ class OpenSearchClient:
 
     def create_monitor(self, body: Mapping[str, Any]) -> str:
         """Create a monitor and return its id."""
-        data = self.request("POST", f"{ALERTING}/monitors", body, params={"refresh": "true"})
+        data = self.request(
+            "POST", f"{ALERTING}/monitors", body, params={"refresh": "true"}, idempotent=False
+        )
         return str(data["_id"])
 
     def update_monitor(
@@ -390,8 +399,14 @@ class OpenSearchTarget:
         from deployer.targets.plan import CREATE, DELETE, UPDATE
 
         results: list[Result] = []
+        unreachable: str | None = None
         for change in plan.writes:
             rid = change.rule_id
+            if unreachable is not None:
+                # The cluster went away (a restart, say): every write is whole or absent, so the
+                # rest are reported as not attempted and a later deploy picks them up.
+                results.append(Result(rid, change.action, False, f"not attempted: {unreachable}"))
+                continue
             try:
                 if change.action == CREATE:
                     monitor_id = self.client.create_monitor(self._bodies[rid])
@@ -412,6 +427,9 @@ class OpenSearchTarget:
                         results.append(Result(rid, DELETE, True, f"monitor {stored.monitor_id}"))
             except OpenSearchError as exc:
                 results.append(Result(rid, change.action, False, str(exc), exc.status_code))
+            except TargetError as exc:
+                unreachable = exc.message
+                results.append(Result(rid, change.action, False, exc.message))
             except KeyError as exc:
                 results.append(Result(rid, change.action, False, f"nothing known to write: {exc}"))
             if progress is not None:

@@ -1,6 +1,9 @@
 """Shared by the OpenSearch unit tests: a minimal EQL rule body and an in-process Alerting API.
 
-The model holds to what the Alerting plugin does (read in its source): monitors are stored
+The model holds to what the Alerting plugin does (read in its source and checked against the
+2.19.4.0 plugin in the integration tests): ``_search`` returns ``ui_metadata`` only to a
+User-Agent containing ``OpenSearch-Dashboards``; errors are ``alerting_exception`` envelopes
+(404 "Monitor with <id> is not found", 409 version conflict); monitors are stored
 re-serialised (query defaults spelled out, ``range`` as from/to, ``minimum_should_match`` as a
 string, trigger ``gap_policy`` added, server fields such as ``last_update_time``); ``_search``
 returns the flat monitor as ``_source``; the config index does not exist before the first
@@ -140,8 +143,15 @@ class Handler(BaseHTTPRequestHandler):
                 return self._error(
                     404, "index_not_found_exception", "no such index [.opendistro-alerting-config]"
                 )
+            # The real plugin returns ui_metadata only to a User-Agent naming OpenSearch-Dashboards.
+            dashboards = "OpenSearch-Dashboards" in (self.headers.get("User-Agent") or "")
             hits = [
-                {"_id": mid, "_seq_no": m.seq[mid], "_primary_term": 1, "_source": mon}
+                {
+                    "_id": mid,
+                    "_seq_no": m.seq[mid],
+                    "_primary_term": 1,
+                    "_source": mon if dashboards else {k: v for k, v in mon.items() if k != "ui_metadata"},
+                }
                 for mid, mon in m.monitors.items()
             ]
             return self._send(200, {"hits": {"total": {"value": len(hits)}, "hits": hits}})
@@ -157,10 +167,13 @@ class Handler(BaseHTTPRequestHandler):
             mid = path[len(base) + 1 :]
             if method == "PUT":
                 if mid not in m.monitors:
-                    return self._error(404, "status_exception", "Monitor not found.")
+                    return self._error(404, "alerting_exception", f"Monitor with {mid} is not found")
                 if "if_seq_no" in query and int(query["if_seq_no"]) != m.seq[mid]:
                     return self._error(
-                        409, "version_conflict_engine_exception", "version conflict, current seqNo differs"
+                        409,
+                        "alerting_exception",
+                        f"[{mid}]: version conflict, required seqNo [{query['if_seq_no']}], primary term "
+                        f"[1]. current document has seqNo [{m.seq[mid]}] and primary term [1]",
                     )
                 m.monitors[mid] = m.store(body)
                 m.seq[mid] += 1
@@ -169,8 +182,8 @@ class Handler(BaseHTTPRequestHandler):
                 )
             if method == "DELETE":
                 if m.monitors.pop(mid, None) is None:
-                    return self._error(404, "status_exception", "Monitor not found.")
-                return self._send(200, {"_id": mid, "result": "deleted"})
+                    return self._error(404, "alerting_exception", f"Monitor with {mid} is not found")
+                return self._send(200, {"_id": mid, "_version": m.seq[mid] + 2})
         return self._error(400, "illegal_argument_exception", f"no handler for {method} {path}")
 
     def do_GET(self) -> None:

@@ -121,3 +121,63 @@ def test_unreachable_cluster_is_a_target_error() -> None:
     client = OpenSearchClient("http://127.0.0.1:9", retry=fast_retry())
     with pytest.raises(TargetError, match="cannot reach OpenSearch"):
         client.plugins()
+
+
+def test_a_create_with_an_ambiguous_failure_is_not_retried(server: tuple[str, AlertingModel]) -> None:
+    # A 504 may mean the monitor was stored: a retry could leave a second, running copy.
+    url, model = server
+    client = OpenSearchClient(url, retry=fast_retry())
+    from deployer.targets.plan import build_plan
+
+    target = OpenSearchTarget(client)
+    desired = target.desired([rule("a")])
+    plan = build_plan(desired, target.read_current(desired), owned=target.owned)
+    model.fail_next = [504]
+    results = target.apply(plan)
+    creates = [r for r in model.requests if r == ("POST", "/_plugins/_alerting/monitors")]
+    assert len(creates) == 1
+    assert not results[0].ok and results[0].status_code == 504 and results[0].rule_id == "a"
+    # The next deploy converges: one monitor for the rule.
+    _plan, again = deploy(OpenSearchTarget(client), [rule("a")])
+    assert all(r.ok for r in again) and len(model.monitors) == 1
+
+
+def test_monitor_search_asks_for_ui_metadata_like_dashboards(server: tuple[str, AlertingModel]) -> None:
+    # Without the Dashboards user agent the plugin strips ui_metadata (dac's ownership marker),
+    # and every deploy would create every monitor again.
+    url, model = server
+    client = OpenSearchClient(url, retry=fast_retry())
+    deploy(OpenSearchTarget(client), [rule("a")])
+    hits = client.search_monitors()
+    assert hits[0]["monitor"]["ui_metadata"]["dac"]["rule_id"] == "a"
+    bare = client.request("POST", "/_plugins/_alerting/monitors/_search", {"query": {"match_all": {}}})
+    assert "ui_metadata" not in bare["hits"]["hits"][0]["_source"]
+
+
+def test_cluster_gone_mid_deploy_stops_and_names_every_rule_not_written() -> None:
+    from deployer.targets.base import TargetError
+
+    class GoneAfterOne:
+        url = "http://127.0.0.1:1"
+
+        def __init__(self) -> None:
+            self.created = 0
+
+        def require_alerting(self) -> None:
+            pass
+
+        def search_monitors(self) -> list[dict[str, Any]]:
+            return []
+
+        def create_monitor(self, body: dict[str, Any]) -> str:
+            if self.created:
+                raise TargetError("cannot reach OpenSearch at http://127.0.0.1:1")
+            self.created += 1
+            return "m1"
+
+    client = GoneAfterOne()
+    _plan, results = deploy(OpenSearchTarget(client), [rule("a"), rule("b"), rule("c")])  # type: ignore[arg-type]
+    assert [(r.rule_id, r.ok) for r in results] == [("a", True), ("b", False), ("c", False)]
+    assert "cannot reach" in results[1].message
+    assert results[2].message.startswith("not attempted: cannot reach")
+    assert client.created == 1
