@@ -17,6 +17,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "list": ("deployer.cli.list_cmd", "list_rules"),
     "test": ("deployer.cli.test_cmd", "test"),
     "run": ("deployer.cli.run_cmd", "run"),
+    "backtest": ("deployer.cli.backtest_cmd", "backtest"),
     "coverage": ("deployer.cli.coverage_cmd", "coverage"),
     "plan": ("deployer.cli.kibana_cmds", "plan"),
     "deploy": ("deployer.cli.kibana_cmds", "deploy"),

@@ -61,7 +61,9 @@ def run(events_path: str, rule_paths: tuple[Path, ...]) -> None:
             library=loaded.library,
             exceptions=loaded.exceptions,
             field_types=default_field_types(),
-            progress=lambda n: status.update(f"evaluating {len(loaded.rules)} rules, read {n:,} events"),
+            progress=lambda n, _chars: status.update(
+                f"evaluating {len(loaded.rules)} rules, read {n:,} events"
+            ),
             on_fallback=lambda why: status.update(f"replaying in memory: {why}"),
             on_refused=refused.append,
         )

@@ -200,7 +200,9 @@ def load_rule_files(paths: Iterable[str | Path]) -> LoadResult:
     return LoadResult(rules, findings)
 
 
-def load_rule_file(path: str | Path, max_bytes: int = MAX_FILE_BYTES) -> tuple[RuleFile | None, list[Finding]]:
+def load_rule_file(
+    path: str | Path, max_bytes: int = MAX_FILE_BYTES
+) -> tuple[RuleFile | None, list[Finding]]:
     """Load one rule file (or another YAML file of the repo); returns it (None when unusable) and its problems."""
     path = Path(path)
     display = str(path)

@@ -38,7 +38,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Protocol, TypeVar
 
 from deployer.eql.ruleset import RuleSet
 from deployer.eql.values import first_value, make_getter, parse_timestamp
@@ -74,6 +74,7 @@ SPOOL_BYTES = 1 << 20
 GC_THRESHOLD = 20_000
 
 _INF = float("inf")
+S = TypeVar("S", bound="MatchSink")
 
 
 class StreamBroken(Exception):
@@ -152,7 +153,7 @@ class _Admitted:
 class _Stage:
     """One rule in the streaming pass: its runner, its reorder buffer (rules over alerts) and results."""
 
-    def __init__(self, evaluator: Evaluator, rule_id: str, target: bool) -> None:
+    def __init__(self, evaluator: Evaluator, rule_id: str, sink: MatchSink | None) -> None:
         self.rule = evaluator.by_id[rule_id]
         self.rule_id = rule_id
         self.program = evaluator.program(self.rule)
@@ -168,7 +169,7 @@ class _Stage:
             if admits is not None:
                 self.runner = _Admitted(self.runner, admits)
         self.subscribers: list[tuple[_Stage, int]] = []
-        self.spool = _Spool() if target else None
+        self.sink = sink
         # The reader's parsed @timestamp is this rule's ordering time only when it orders by it.
         self.event_times = self.program.timestamp_field == "@timestamp"
         self._ts_get = make_getter(self.program.timestamp_field)
@@ -197,8 +198,8 @@ class _Stage:
 
     def _handle(self, matches: list[Any]) -> None:
         for match in matches:
-            if self.spool is not None:
-                self.spool.write(result_for(self.rule, match))
+            if self.sink is not None:
+                self.sink.add(self.rule, match)
             if self.subscribers:
                 docs = alerts_for_match(self.rule, match.events, sequence=self.sequence)
                 if docs:
@@ -284,23 +285,23 @@ class _Stage:
             self._watermark(release)
 
 
-def stream_replay(
+def stream_pass(
     evaluator: Evaluator,
     targets: Sequence[str],
     events: Iterable[tuple[Event, int]],
     *,
     name: str,
-    progress: Callable[[int], None] | None = None,
-) -> Iterator[dict[str, Any]]:
-    """Evaluate the targets over time-ordered (event, epoch ms) pairs in one pass; results in batch order.
+    sink: MatchSink,
+) -> None:
+    """Evaluate the targets over time-ordered (event, epoch ms) pairs in one pass, each match to `sink`.
 
     Raises `EventsError` on bad input and `StreamBroken` when only the batch replay can give the
-    answer. The rules must have been prepared (`Evaluator.prepare`). Everything is read before the
-    first result is returned.
+    answer (the sink then holds part of the answer: use a fresh one). The rules must have been
+    prepared (`Evaluator.prepare`).
     """
     order = evaluator.order(targets)
     wanted = set(targets)
-    stages = {rule_id: _Stage(evaluator, rule_id, rule_id in wanted) for rule_id in order}
+    stages = {rule_id: _Stage(evaluator, rule_id, sink if rule_id in wanted else None) for rule_id in order}
     for stage in stages.values():
         if stage.reads_alerts:
             for rank, dep in enumerate(dependencies(stage.rule_id, evaluator.by_id)):
@@ -326,7 +327,6 @@ def stream_replay(
     gc.set_threshold(GC_THRESHOLD, threshold[1], threshold[2])
     try:
         previous = -_INF
-        count = 0
         for event, ts in events:
             if ts < previous and ordered_by_timestamp:
                 raise StreamBroken(f"{name}:{event.line}: @timestamp goes back in time", disorder=True)
@@ -342,9 +342,6 @@ def stream_replay(
                 raise
             except Exception as exc:  # noqa: BLE001 - any failure hands the run to the batch replay
                 raise StreamBroken(_describe(exc)) from exc
-            count += 1
-            if progress is not None and count % PROGRESS_EVERY == 0:
-                progress(count)
         try:
             for rule_id, match in ruleset.finish():
                 stages[rule_id]._handle([match])
@@ -357,28 +354,47 @@ def stream_replay(
     finally:
         gc.set_threshold(*threshold)
         gc.unfreeze()
-    for rule_id in order:
-        spool = stages[rule_id].spool
-        if spool is not None:
-            yield from spool.read()
 
 
 def _prefilters(evaluator: Evaluator, stages: Sequence[_Stage]) -> dict[str, Callable[[Any], bool]]:
-    """Each rule's event pre-filter (its exception items), where the evaluator has one."""
-    admits = getattr(evaluator, "admits", None)
-    if admits is None:
-        return {}
+    """Each rule's event pre-filter (its exception items), for the rules that have one."""
     out = {}
     for stage in stages:
-        keep = admits(stage.rule_id)
+        keep = evaluator.admits(stage.rule_id)
         if keep is not None:
             out[stage.rule_id] = keep
     return out
 
 
-_DONE = object()
 # Text held in memory per sorted run when out-of-order input is sorted on disk.
 RUN_BYTES = 32 << 20
+
+# Told (events read, characters read) every PROGRESS_EVERY events and at the end of the input;
+# characters None when unknown.
+Progress = Callable[[int, "int | None"], None]
+
+
+class MatchSink(Protocol):
+    """Where a pass puts each match of a target rule, in the rule's match order."""
+
+    def add(self, rule: RuleLike, match: Any) -> None:
+        """Take one match of one rule."""
+
+
+class _Spools:
+    """The results of `dac run`: per rule, result objects pickled in order (on disk past SPOOL_BYTES)."""
+
+    def __init__(self, order: Sequence[str]) -> None:
+        self._spools = {rule_id: _Spool() for rule_id in order}
+
+    def add(self, rule: RuleLike, match: Any) -> None:
+        """Spool the result object of one match."""
+        self._spools[rule.rule_id].write(result_for(rule, match))
+
+    def results(self) -> Iterator[dict[str, Any]]:
+        """Every result, rules in dependency order, each rule's matches in evaluator order."""
+        for spool in self._spools.values():
+            yield from spool.read()
 
 
 def replay_file(
@@ -388,7 +404,7 @@ def replay_file(
     library: Sequence[RuleLike] = (),
     field_types: FieldTypeLookup | None = None,
     stdin: IO[bytes] | None = None,
-    progress: Callable[[int], None] | None = None,
+    progress: Progress | None = None,
     on_fallback: Callable[[str], None] | None = None,
     on_refused: Refused | None = None,
     exceptions: Catalogue | None = None,
@@ -402,77 +418,128 @@ def replay_file(
     left out and handed to `on_refused` (without it, the first such rule raises `EvaluationError`
     once the file has been checked); every other rule is evaluated.
     """
+    spools = evaluate_file(
+        rules,
+        path,
+        _Spools,
+        library=library,
+        field_types=field_types,
+        stdin=stdin,
+        progress=progress,
+        on_fallback=on_fallback,
+        on_refused=on_refused,
+        exceptions=exceptions,
+    )
+    yield from spools.results()
+
+
+def evaluate_file(
+    rules: Sequence[RuleLike],
+    path: str,
+    new_sink: Callable[[list[str]], S],
+    *,
+    library: Sequence[RuleLike] = (),
+    field_types: FieldTypeLookup | None = None,
+    stdin: IO[bytes] | None = None,
+    progress: Progress | None = None,
+    on_fallback: Callable[[str], None] | None = None,
+    on_refused: Refused | None = None,
+    exceptions: Catalogue | None = None,
+) -> S:
+    """Evaluate the rules over an events file (`-` for stdin); return the sink that saw every match.
+
+    `new_sink(order)` makes a sink for the evaluated rules in dependency order; a pass that cannot
+    finish exactly (out-of-order input, see the module docstring) is retried with a fresh sink.
+    Raises `EventsError` on bad input. Refused rules go to `on_refused` once the file is known to
+    be good (without it, the first refusal raises `EvaluationError`); the others are evaluated.
+    `exceptions`: the exception lists the rules reference (each rule's pre-filter).
+    """
     name = display_name(path)
     evaluator = Evaluator([*rules, *library], exceptions=exceptions, field_types=field_types)
     targets, refused = evaluator.triage(r.rule_id for r in rules)
     with _seekable(path, stdin) as source:
-        # Refusals are reported only once the file is known to be good (bad input wins).
-        reported = False
 
         def report() -> None:
-            nonlocal reported
-            if not reported and on_refused is not None:
-                reported = True
+            # Refusals are reported only once the file is known to be good (bad input wins).
+            if on_refused is not None:
                 for refusal in refused:
                     on_refused(refusal)
 
+        wanted = set(targets)
+        order = [rule_id for rule_id in evaluator.order(targets) if rule_id in wanted]
         strict = bool(refused) and on_refused is None
         if strict or not targets:
             # Nothing to evaluate, or stopping at the first refusal: the file is still checked
             # first, so a bad line wins over a rule problem.
-            for _ in iter_timed_events(source, field_types=field_types, name=name):
+            for _ in _read_counted(source, field_types, name, progress):
                 pass
             if strict:
                 raise EvaluationError(refused[0].rule_id, refused[0].message)
             report()
-            return
+            return new_sink(order)
         try:
-            yield from _first_then_rest(
-                stream_replay(
-                    evaluator,
-                    targets,
-                    iter_timed_events(source, field_types=field_types, name=name),
-                    name=name,
-                    progress=progress,
-                ),
-                report,
+            sink = new_sink(order)
+            stream_pass(
+                evaluator, targets, _read_counted(source, field_types, name, progress), name=name, sink=sink
             )
-            return
+            report()
+            return sink
         except StreamBroken as exc:
             broken = exc
         if broken.disorder and _sortable(evaluator, targets):
             if on_fallback is not None:
                 on_fallback(f"{broken}; sorting by @timestamp on disk")
             try:
+                sink = new_sink(order)
                 with tempfile.TemporaryDirectory(prefix="dac-run-sort-") as workdir:
-                    events = _sorted_events(source, name, field_types, Path(workdir))
-                    yield from _first_then_rest(
-                        stream_replay(evaluator, targets, events, name=name, progress=progress), report
-                    )
-                return
+                    events = _counted(_sorted_events(source, name, field_types, Path(workdir)), progress)
+                    stream_pass(evaluator, targets, events, name=name, sink=sink)
+                report()
+                return sink
             except StreamBroken as exc:
                 broken = exc
         if on_fallback is not None:
             on_fallback(f"{broken}; replaying in memory")
         # The batch replay, whole file in memory: the reference the streaming passes reproduce.
+        sink = new_sink(order)
         batch = read_events(source, field_types=field_types, name=name)
+        if progress is not None:
+            progress(len(batch), None)
         report()
         for outcome in evaluator.evaluate(targets, batch, on_refused=on_refused):
             for match in outcome.matches:
-                yield result_for(outcome.rule, match)
+                sink.add(outcome.rule, match)
+        return sink
 
 
-def _first_then_rest(results: Iterator[dict[str, Any]], done: Callable[[], None]) -> Iterator[dict[str, Any]]:
-    """Run the pass to its first result before yielding anything, so a `StreamBroken` comes out first.
-
-    ``done`` runs once the pass has read the whole file without breaking.
-    """
-    first = next(results, _DONE)
-    done()
-    if first is _DONE:
+def _read_counted(
+    source: str, field_types: FieldTypeLookup | None, name: str, progress: Progress | None
+) -> Iterator[tuple[Event, int]]:
+    """The file's (event, epoch ms) pairs, telling `progress` how many events and characters were read."""
+    if progress is None:
+        yield from iter_timed_events(source, field_types=field_types, name=name)
         return
-    yield first
-    yield from results
+    count = chars = 0
+    for event, ts, text in iter_checked_lines(source, field_types=field_types, name=name):
+        count += 1
+        chars += len(text) + 1
+        if count % PROGRESS_EVERY == 0:
+            progress(count, chars)
+        yield event, ts
+    progress(count, chars)
+
+
+def _counted(events: Iterable[tuple[Event, int]], progress: Progress | None) -> Iterator[tuple[Event, int]]:
+    """The pairs, telling `progress` how many were read (characters unknown)."""
+    if progress is None:
+        yield from events
+        return
+    count = 0
+    for count, pair in enumerate(events, 1):
+        if count % PROGRESS_EVERY == 0:
+            progress(count, None)
+        yield pair
+    progress(count, None)
 
 
 def _sortable(evaluator: Evaluator, targets: Sequence[str]) -> bool:

@@ -62,7 +62,11 @@ def test_an_item_that_is_not_needed_fails_the_test(repo: Path) -> None:
         "      - {field: user.name, type: match, operator: included, value: nobody}\n"
         "  - item_id: an1314-egress-corp-software-portal-https",
     )
-    _edit(repo / RULE, "    - an1314-egress-corp-software-portal-https\n", "    - an1314-egress-corp-software-portal-https\n    - unused\n")
+    _edit(
+        repo / RULE,
+        "    - an1314-egress-corp-software-portal-https\n",
+        "    - an1314-egress-corp-software-portal-https\n    - unused\n",
+    )
     result = _results(repo)[FP]
     assert result.status == "fail" and result.actual == []
     assert "'unused' is not needed" in result.message
@@ -75,6 +79,10 @@ def test_events_that_never_match_prove_nothing(repo: Path) -> None:
 
 
 def test_suppressed_by_on_a_match_test_is_a_bad_definition(repo: Path) -> None:
-    _edit(repo / RULE, "    - [w-spc2-02, w-spc2-05]\n", "    - [w-spc2-02, w-spc2-05]\n    suppressed_by: [unused]\n")
+    _edit(
+        repo / RULE,
+        "    - [w-spc2-02, w-spc2-05]\n",
+        "    - [w-spc2-02, w-spc2-05]\n    suppressed_by: [unused]\n",
+    )
     result = _results(repo)[TP]
     assert result.status == "error" and "suppressed_by applies to expect: no_match" in result.message

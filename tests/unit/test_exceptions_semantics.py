@@ -84,7 +84,9 @@ def _events(*docs: dict[str, Any]) -> list[dict[str, Any]]:
     return list(docs)
 
 
-def _run(rule: Rule, catalogue: Catalogue, events: list[dict[str, Any]], *, apply: bool = True) -> list[list[str]]:
+def _run(
+    rule: Rule, catalogue: Catalogue, events: list[dict[str, Any]], *, apply: bool = True
+) -> list[list[str]]:
     ev = Evaluator([rule], exceptions=catalogue, field_types=_types, apply_exceptions=apply)
     out = []
     for outcome in ev.evaluate([rule.rule_id], events):
@@ -210,8 +212,16 @@ def test_wildcard_is_case_sensitive_with_backslash_escapes() -> None:
         )
     )
     events = _events(
-        _ev("a", process__name="cmd.exe", process__executable=r"C:\Users\bob\AppData\Local\Microsoft\Teams\Update.exe"),
-        _ev("b", process__name="cmd.exe", process__executable=r"c:\users\bob\appdata\local\microsoft\teams\update.exe"),
+        _ev(
+            "a",
+            process__name="cmd.exe",
+            process__executable=r"C:\Users\bob\AppData\Local\Microsoft\Teams\Update.exe",
+        ),
+        _ev(
+            "b",
+            process__name="cmd.exe",
+            process__executable=r"c:\users\bob\appdata\local\microsoft\teams\update.exe",
+        ),
         _ev("c", process__name="cmd.exe", process__executable=r"C:\Users\bob\AppData\Local\Temp\Update.exe"),
     )
     assert _run(_rule(ONE, "l"), cat, events) == [["b"], ["c"]]
@@ -264,7 +274,9 @@ def test_exists_and_does_not_exist() -> None:
     )
     events = _events(
         _ev("a", process__name="cmd.exe", process__code_signature__subject_name="Microsoft Corporation"),
-        _ev("b", process__name="cmd.exe", process__code_signature__subject_name="X", process__parent__name="p"),
+        _ev(
+            "b", process__name="cmd.exe", process__code_signature__subject_name="X", process__parent__name="p"
+        ),
         _ev("c", process__name="cmd.exe", process__code_signature__subject_name=None),
     )
     # a: signed, no parent -> dropped; b has a parent; c's null subject is not a value.
@@ -378,8 +390,16 @@ def test_nested_entries_must_hold_on_the_same_object() -> None:
     )
     q = "file where true"
     events = _events(
-        _ev("same", category="file", file__pe__sections=[{"name": "UPX0", "entropy": 7}, {"name": "x", "entropy": 1}]),
-        _ev("split", category="file", file__pe__sections=[{"name": "UPX0", "entropy": 1}, {"name": "x", "entropy": 7}]),
+        _ev(
+            "same",
+            category="file",
+            file__pe__sections=[{"name": "UPX0", "entropy": 7}, {"name": "x", "entropy": 1}],
+        ),
+        _ev(
+            "split",
+            category="file",
+            file__pe__sections=[{"name": "UPX0", "entropy": 1}, {"name": "x", "entropy": 7}],
+        ),
     )
     assert _run(_rule(q, "l"), cat, events) == [["split"]]
 
@@ -418,7 +438,9 @@ def test_value_list_entries_and_unprocessed_types() -> None:
 def _seq_events() -> list[dict[str, Any]]:
     return _events(
         _ev("word", process__name="winword.exe", process__entity_id="p1"),
-        _ev("net-ms", category="network", process__entity_id="p1", destination__domain="update.microsoft.com"),
+        _ev(
+            "net-ms", category="network", process__entity_id="p1", destination__domain="update.microsoft.com"
+        ),
         _ev("net-evil", category="network", process__entity_id="p1", destination__domain="evil.example"),
     )
 
@@ -475,7 +497,9 @@ def test_excepting_the_missing_event_creates_a_match() -> None:
     )
     events = _events(
         _ev("word", process__name="winword.exe", process__entity_id="p1"),
-        _ev("net-ms", category="network", process__entity_id="p1", destination__domain="update.microsoft.com"),
+        _ev(
+            "net-ms", category="network", process__entity_id="p1", destination__domain="update.microsoft.com"
+        ),
         _ev("cmd", process__name="cmd.exe", process__entity_id="p1"),
     )
     before, after = _both(_rule(q, "ms"), _catalogue(_MS), events)
@@ -506,9 +530,26 @@ def test_worked_example_6_1() -> None:
     exe = r"C:\Users\amy\AppData\Local\Microsoft\Teams\Update.exe"
     sig = "Microsoft Corporation"
     events = _events(
-        _ev("ws", process__name="cmd.exe", process__executable=exe, process__code_signature__subject_name=sig, host__name="ws-7"),
-        _ev("nohost", process__name="cmd.exe", process__executable=exe, process__code_signature__subject_name=sig),
-        _ev("dc", process__name="cmd.exe", process__executable=exe, process__code_signature__subject_name=sig, host__name="dc-01"),
+        _ev(
+            "ws",
+            process__name="cmd.exe",
+            process__executable=exe,
+            process__code_signature__subject_name=sig,
+            host__name="ws-7",
+        ),
+        _ev(
+            "nohost",
+            process__name="cmd.exe",
+            process__executable=exe,
+            process__code_signature__subject_name=sig,
+        ),
+        _ev(
+            "dc",
+            process__name="cmd.exe",
+            process__executable=exe,
+            process__code_signature__subject_name=sig,
+            host__name="dc-01",
+        ),
         _ev("unsigned", process__name="cmd.exe", process__executable=exe, host__name="ws-7"),
     )
     assert _run(_rule(ONE, "dac-an1314"), cat, events) == [["dc"], ["unsigned"]]

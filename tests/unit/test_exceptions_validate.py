@@ -45,12 +45,16 @@ def repo(tmp_path: Path) -> Path:
     (target / "exceptions").mkdir()
     (target / "exceptions" / "approved.yaml").write_text(GOOD_LIST)
     rule = target / SAMPLE
-    rule.write_text(rule.read_text().replace("\nseverity:", "\nexceptions_list:\n  - list_id: approved\nseverity:", 1))
+    rule.write_text(
+        rule.read_text().replace("\nseverity:", "\nexceptions_list:\n  - list_id: approved\nseverity:", 1)
+    )
     return target
 
 
 def _run(repo: Path) -> list[Finding]:
-    cfg = Config(path=None, root=repo.parent, validation=ValidationConfig(extra_fields=REPO / "extra_fields.yaml"))
+    cfg = Config(
+        path=None, root=repo.parent, validation=ValidationConfig(extra_fields=REPO / "extra_fields.yaml")
+    )
     return validate([repo], cfg)
 
 
@@ -79,7 +83,9 @@ def test_good_list_and_reference_have_no_findings(repo: Path) -> None:
 
 def test_list_files_are_not_read_as_rules(repo: Path) -> None:
     # An exceptions/ file named directly is not a rule file either.
-    cfg = Config(path=None, root=repo.parent, validation=ValidationConfig(extra_fields=REPO / "extra_fields.yaml"))
+    cfg = Config(
+        path=None, root=repo.parent, validation=ValidationConfig(extra_fields=REPO / "extra_fields.yaml")
+    )
     assert validate([repo / "exceptions" / "approved.yaml"], cfg) == []
 
 
@@ -91,7 +97,12 @@ def test_unknown_entry_type(repo: Path) -> None:
 
 
 def test_unknown_operator(repo: Path) -> None:
-    path = _write(repo, GOOD_LIST.replace("operator: included\n        value: Microsoft", "operator: is\n        value: Microsoft"))
+    path = _write(
+        repo,
+        GOOD_LIST.replace(
+            "operator: included\n        value: Microsoft", "operator: is\n        value: Microsoft"
+        ),
+    )
     f = _one(_run(repo), "exceptions-schema")
     assert f.line == _line(path, "operator: is")
     assert "unknown operator 'is'" in f.message and "included, excluded" in f.message
@@ -107,10 +118,14 @@ def test_wildcard_on_a_long_field(repo: Path) -> None:
 def test_unknown_field_and_value_type(repo: Path) -> None:
     path = _write(
         repo,
-        GOOD_LIST.replace("field: process.code_signature.subject_name", "field: process.code_signature.subjct_name"),
+        GOOD_LIST.replace(
+            "field: process.code_signature.subject_name", "field: process.code_signature.subjct_name"
+        ),
     )
     f = _one(_run(repo), "exceptions-field")
-    assert f.line == _line(path, "subjct_name") and "did you mean process.code_signature.subject_name" in f.hint
+    assert (
+        f.line == _line(path, "subjct_name") and "did you mean process.code_signature.subject_name" in f.hint
+    )
     path = _write(
         repo,
         GOOD_LIST.replace("field: process.code_signature.subject_name", "field: destination.port").replace(
@@ -170,13 +185,21 @@ def test_too_many_items(repo: Path) -> None:
 def test_duplicate_item_ids_and_expired_items(repo: Path) -> None:
     path = _write(
         repo,
-        GOOD_LIST + GOOD_LIST[GOOD_LIST.index("  - item_id"):].replace("    description: signed", '    expire_time: "2020-01-01T00:00:00Z"\n    description: signed'),
+        GOOD_LIST
+        + GOOD_LIST[GOOD_LIST.index("  - item_id") :].replace(
+            "    description: signed", '    expire_time: "2020-01-01T00:00:00Z"\n    description: signed'
+        ),
     )
     findings = _run(repo)
     dup = _one([f for f in findings if f.code != "exceptions-expired"], "exceptions-duplicate-item")
-    assert dup.line == [i for i, line in enumerate(path.read_text().split("\n"), 1) if "item_id: teams" in line][1]
+    assert (
+        dup.line
+        == [i for i, line in enumerate(path.read_text().split("\n"), 1) if "item_id: teams" in line][1]
+    )
     expired = [f for f in findings if f.code == "exceptions-expired"]
-    assert len(expired) == 1 and expired[0].severity == WARNING and expired[0].line == _line(path, "expire_time")
+    assert (
+        len(expired) == 1 and expired[0].severity == WARNING and expired[0].line == _line(path, "expire_time")
+    )
 
 
 def test_list_entry_names_an_undeclared_value_list(repo: Path) -> None:
@@ -188,7 +211,9 @@ def test_list_entry_names_an_undeclared_value_list(repo: Path) -> None:
     )
     f = _one(_run(repo), "exceptions-reference")
     assert f.line == _line(path, "list: {id: hashes") and "'hashes' is not declared" in f.message
-    (repo / "exceptions" / "hashes.yaml").write_text("id: hashes\ntype: keyword\nname: hashes\nvalues: [abc]\n")
+    (repo / "exceptions" / "hashes.yaml").write_text(
+        "id: hashes\ntype: keyword\nname: hashes\nvalues: [abc]\n"
+    )
     assert _run(repo) == []
 
 

@@ -1,0 +1,247 @@
+"""`dac backtest`: how noisy would each rule have been on recorded telemetry.
+
+One streaming pass (`deployer.testing.stream.evaluate_file`, the engine of `dac run`) feeds every
+match to a per-rule summary instead of printing it: matches, the alert documents Kibana would
+write, distinct hosts, users and entities, first and last match time and a per-hour histogram.
+Memory is the rules' open sequence state plus these summaries (per-hour counts, distinct sets
+capped at `DISTINCT_MAX`), never the events.
+
+Alerts follow Kibana's EQL rule executor: each run of a rule writes at most `max_signals` matches
+(the EQL search `size`; default 100); an event query writes one alert per match, a sequence one
+building-block alert per event plus one shell alert (`deployer.testing.alerts`). Offline, runs are
+consecutive windows of the rule's `interval` (default 5m) aligned on the epoch, and a match
+belongs to the window of its last event (when the sequence becomes visible). The alerts an
+analyst sees in the default Alerts view exclude building blocks: shells and event alerts of rules
+that are not building-block rules.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import IO, TYPE_CHECKING, Any
+
+from deployer.eql.values import first_value, make_getter, parse_timestamp
+from deployer.testing.evaluate import DEFAULT_MAX_SIGNALS, Refusal, RuleLike, is_sequence_query
+from deployer.testing.events import FieldTypeLookup
+from deployer.testing.stream import Progress, evaluate_file
+
+if TYPE_CHECKING:
+    from deployer.exceptions.model import Catalogue
+
+# Kibana's default run interval for a rule that does not set one.
+DEFAULT_INTERVAL = "5m"
+# Distinct values kept per rule and dimension; past it the count is shown as a lower bound.
+DISTINCT_MAX = 10_000
+HOUR_MS = 3_600_000
+
+_UNITS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+_INTERVAL_RE = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
+
+_host_name = make_getter("host.name")
+_host_id = make_getter("host.id")
+_user_name = make_getter("user.name")
+_entity_id = make_getter("process.entity_id")
+
+
+def interval_ms(text: Any) -> int:
+    """A Kibana rule interval (`5m`, `1h`, `30s`) in milliseconds; the default when absent or unreadable."""
+    m = _INTERVAL_RE.match(str(text if text else DEFAULT_INTERVAL))
+    if m is None:
+        m = _INTERVAL_RE.match(DEFAULT_INTERVAL)
+    assert m is not None
+    return int(m.group(1)) * _UNITS[m.group(2)]
+
+
+@dataclass
+class RuleSummary:
+    """What one rule would have done over the events."""
+
+    rule_id: str
+    name: str
+    kind: str
+    building_block: bool
+    max_signals: int
+    interval_ms: int
+    timestamp_field: str = "@timestamp"
+    matches: int = 0
+    alerts: int = 0
+    visible_alerts: int = 0
+    capped: int = 0
+    first: int | None = None
+    last: int | None = None
+    hosts: set[Any] = field(default_factory=set)
+    users: set[Any] = field(default_factory=set)
+    entities: set[Any] = field(default_factory=set)
+    hourly: Counter[int] = field(default_factory=Counter)
+    _windows: dict[int, int] = field(default_factory=dict, repr=False)
+
+    def add(self, events: Sequence[dict[str, Any] | None], join_keys: Sequence[Any]) -> None:
+        """Count one match."""
+        present = [e for e in events if e is not None]
+        if not present:
+            return
+        self.matches += 1
+        at = _time(present[-1], self.timestamp_field)
+        if at is not None:
+            self.first = at if self.first is None or at < self.first else self.first
+            self.last = at if self.last is None or at > self.last else self.last
+            self.hourly[at // HOUR_MS] += 1
+            window = at // self.interval_ms
+        else:
+            window = -1
+        written = self._windows.get(window, 0)
+        if written >= self.max_signals:
+            self.capped += 1
+        else:
+            self._windows[window] = written + 1
+            if self.kind == "sequence":
+                self.alerts += len(present) + 1
+                self.visible_alerts += 0 if self.building_block else 1
+            else:
+                self.alerts += 1
+                self.visible_alerts += 0 if self.building_block else 1
+        for event in present:
+            _note(self.hosts, first_value(_host_name(event)) or first_value(_host_id(event)))
+            _note(self.users, first_value(_user_name(event)))
+        if join_keys:
+            _note(self.entities, tuple(_hashable(k) for k in join_keys))
+        else:
+            for event in present:
+                _note(self.entities, first_value(_entity_id(event)))
+
+    def distinct(self, values: set[Any]) -> str:
+        """A distinct count as text; `10000+` once the cap was reached."""
+        return f"{len(values)}+" if len(values) >= DISTINCT_MAX else str(len(values))
+
+    def _done(self) -> None:
+        # Windows are only needed while matches arrive.
+        self._windows.clear()
+
+
+def _hashable(v: Any) -> Any:
+    return tuple(v) if isinstance(v, list) else v
+
+
+def _note(values: set[Any], value: Any) -> None:
+    if value is not None and len(values) < DISTINCT_MAX:
+        values.add(_hashable(value))
+
+
+def _time(event: dict[str, Any], field_name: str) -> int | None:
+    raw = (
+        first_value(make_getter(field_name)(event)) if field_name != "@timestamp" else event.get("@timestamp")
+    )
+    if raw is None and field_name != "@timestamp":
+        raw = event.get("@timestamp")
+    try:
+        return parse_timestamp(first_value(raw))
+    except (ValueError, TypeError, OverflowError):
+        return None
+
+
+@dataclass
+class Refused:
+    """A rule left out of the backtest and why."""
+
+    rule_id: str
+    name: str
+    message: str
+
+
+@dataclass
+class Backtest:
+    """Per-rule summaries in dependency order, the rules refused, and the events read."""
+
+    rules: list[RuleSummary]
+    refused: list[Refused]
+    events: int = 0
+
+
+class _Summaries:
+    """The sink of the pass: one RuleSummary per target."""
+
+    def __init__(self, order: list[str], by_id: dict[str, RuleLike], kinds: Callable[[str], str]) -> None:
+        self.summaries: dict[str, RuleSummary] = {}
+        for rule_id in order:
+            kibana = by_id[rule_id].kibana or {}
+            self.summaries[rule_id] = RuleSummary(
+                rule_id=rule_id,
+                name=str(kibana.get("name") or ""),
+                kind=kinds(rule_id),
+                building_block=bool(kibana.get("building_block_type")),
+                max_signals=_positive(kibana.get("max_signals"), DEFAULT_MAX_SIGNALS),
+                interval_ms=interval_ms(kibana.get("interval")),
+                timestamp_field=str(kibana.get("timestamp_field") or "@timestamp"),
+            )
+
+    def add(self, rule: RuleLike, match: Any) -> None:
+        """Count one match of one rule."""
+        self.summaries[rule.rule_id].add(match.events, match.join_keys)
+
+
+def _positive(value: Any, default: int) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else default
+
+
+def backtest(
+    rules: Sequence[RuleLike],
+    path: str,
+    *,
+    library: Sequence[RuleLike] = (),
+    field_types: FieldTypeLookup | None = None,
+    stdin: IO[bytes] | None = None,
+    progress: Progress | None = None,
+    on_fallback: Callable[[str], None] | None = None,
+    exceptions: Catalogue | None = None,
+) -> Backtest:
+    """Summarise what each rule would have matched and alerted on over an events file.
+
+    A rule that cannot be evaluated offline is listed in `refused`; the others are evaluated.
+    `exceptions`: the exception lists the rules reference, applied as Kibana does. Raises
+    `EventsError` on bad input.
+    """
+    by_id = {r.rule_id: r for r in [*library, *rules]}
+    refused: list[Refused] = []
+    counter = _EventCounter(progress)
+
+    def on_refused(refusal: Refusal) -> None:
+        rule = by_id.get(refusal.rule_id)
+        name = str(((rule.kibana or {}).get("name") if rule is not None else "") or "")
+        refused.append(Refused(refusal.rule_id, name, refusal.message))
+
+    def kinds(rule_id: str) -> str:
+        query = str((by_id[rule_id].kibana or {}).get("query") or "")
+        return "sequence" if is_sequence_query(query) else "event"
+
+    sink = evaluate_file(
+        rules,
+        path,
+        lambda order: _Summaries(order, by_id, kinds),
+        library=library,
+        field_types=field_types,
+        stdin=stdin,
+        progress=counter,
+        on_fallback=on_fallback,
+        on_refused=on_refused,
+        exceptions=exceptions,
+    )
+    summaries = list(sink.summaries.values())
+    for summary in summaries:
+        summary._done()
+    return Backtest(summaries, refused, counter.events)
+
+
+class _EventCounter:
+    """Passes progress on and remembers the last count (the pass reports every PROGRESS_EVERY events)."""
+
+    def __init__(self, progress: Progress | None) -> None:
+        self._progress = progress
+        self.events = 0
+
+    def __call__(self, count: int, chars: int | None) -> None:
+        self.events = count
+        if self._progress is not None:
+            self._progress(count, chars)

@@ -1,0 +1,190 @@
+"""`dac backtest`: per-rule matches, alerts under max_signals per run window, distinct counts, reports."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from deployer.cli import main
+from deployer.testing.backtest import RuleSummary, interval_ms
+from deployer.testing.backtest_report import ProgressLine, plain_size
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "testing"
+RULES = DATA / "rules"
+CHAIN = RULES / "fixtures" / "chain.ndjson"
+
+RULE = """rule_id: {rule_id}
+name: {name}
+description: Backtest test rule.
+type: eql
+language: eql
+query: |
+  {query}
+index: [logs-endpoint.events.*]
+severity: low
+risk_score: 21
+{extra}
+metadata:
+  implements: [T1059]
+  platforms: [windows]
+  maturity: production
+"""
+
+
+def _rule(tmp: Path, rule_id: str, query: str, extra: str = "") -> None:
+    (tmp / f"{rule_id}.yaml").write_text(
+        RULE.format(rule_id=rule_id, name=rule_id.upper(), query=query, extra=extra)
+    )
+
+
+def _event(ts_s: float, category: str, name: str, host: str, user: str, entity: str) -> dict:
+    ms = int(ts_s * 1000)
+    return {
+        "@timestamp": f"2024-05-01T{ms // 3_600_000:02d}:{ms // 60_000 % 60:02d}:{ms // 1000 % 60:02d}.{ms % 1000:03d}Z",
+        "event": {"category": [category], "type": ["start"]},
+        "process": {"name": name, "entity_id": entity},
+        "host": {"name": host},
+        "user": {"name": user},
+    }
+
+
+def _write(path: Path, events: list[dict]) -> None:
+    path.write_text("".join(json.dumps(e) + "\n" for e in events))
+
+
+def _backtest(*args: str) -> dict:
+    result = CliRunner().invoke(main, ["backtest", *args, "--format", "json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_max_signals_caps_alerts_per_run_window(tmp_path: Path) -> None:
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    _rule(rules, "noisy", 'process where process.name : "cmd.exe"', "max_signals: 2\ninterval: 1m")
+    _rule(
+        rules,
+        "seq",
+        'sequence by process.entity_id with maxspan=1m [process where process.name : "cmd.exe"] '
+        "[network where true]",
+        "building_block_type: default",
+    )
+    events = []
+    # Five cmd.exe starts in the first minute, one in the second; each followed by a connection.
+    for i, t in enumerate([1, 2, 3, 4, 5, 61]):
+        events.append(_event(t, "process", "cmd.exe", f"h{i % 2}", f"u{i % 3}", f"p{i}"))
+        events.append(_event(t + 0.5, "network", "cmd.exe", f"h{i % 2}", f"u{i % 3}", f"p{i}"))
+    _write(tmp_path / "ev.ndjson", events)
+    report = _backtest("--rules", str(rules), "--events", str(tmp_path / "ev.ndjson"))
+    assert report["events"] == 12
+    by_id = {r["rule_id"]: r for r in report["rules"]}
+    noisy = by_id["noisy"]
+    assert noisy["matches"] == 6
+    # Window [0, 60s): 5 matches, 2 written; window [60s, 120s): 1.
+    assert noisy["alerts"] == 3 and noisy["visible_alerts"] == 3
+    assert noisy["matches_over_max_signals"] == 3
+    assert (noisy["hosts"], noisy["users"], noisy["entities"]) == (2, 3, 6)
+    assert noisy["first"] == "2024-05-01T00:00:01.000Z" and noisy["last"] == "2024-05-01T00:01:01.000Z"
+    assert noisy["hourly"] == {"2024-05-01T00:00:00.000Z": 6}
+    seq = by_id["seq"]
+    # A sequence writes a building block per event plus a shell; a building-block rule shows none.
+    assert seq["matches"] == 6 and seq["alerts"] == 18 and seq["visible_alerts"] == 0
+    assert seq["building_block"] is True
+    assert seq["entities"] == 6
+    # Noisiest first.
+    assert [r["rule_id"] for r in report["rules"]] == ["seq", "noisy"]
+
+
+def test_refused_rule_is_reported_and_the_others_evaluated(tmp_path: Path) -> None:
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    _rule(rules, "good", 'process where process.name : "cmd.exe"')
+    _rule(rules, "bad", 'process where process.name regex "~(a)"')
+    _write(tmp_path / "ev.ndjson", [_event(1, "process", "cmd.exe", "h", "u", "p")])
+    report = _backtest("--rules", str(rules), "--events", str(tmp_path / "ev.ndjson"))
+    assert [r["rule_id"] for r in report["rules"]] == ["good"]
+    assert report["rules"][0]["matches"] == 1
+    assert [x["rule_id"] for x in report["refused"]] == ["bad"]
+    assert "not supported offline" in report["refused"][0]["message"]
+    text = CliRunner().invoke(
+        main, ["backtest", "--rules", str(rules), "--events", str(tmp_path / "ev.ndjson")]
+    )
+    assert text.exit_code == 0
+    assert "refused: bad:" in text.stdout
+
+
+def test_out_of_order_input_gives_the_same_report(tmp_path: Path) -> None:
+    events = [json.loads(line) for line in CHAIN.read_text().splitlines() if line.strip()]
+    _write(tmp_path / "sorted.ndjson", events)
+    shuffled = events[:]
+    random.Random(3).shuffle(shuffled)
+    _write(tmp_path / "shuffled.ndjson", shuffled)
+    a = _backtest("--rules", str(RULES), "--events", str(tmp_path / "sorted.ndjson"))
+    b = _backtest("--rules", str(RULES), "--events", str(tmp_path / "shuffled.ndjson"))
+    assert a == b
+    by_id = {r["rule_id"]: r for r in a["rules"]}
+    # Rules over other rules' alerts are evaluated too.
+    assert by_id["t-chain"]["matches"] == 1
+
+
+def test_text_and_html_reports(tmp_path: Path) -> None:
+    text = CliRunner().invoke(main, ["backtest", "--rules", str(RULES), "--events", str(CHAIN)])
+    assert text.exit_code == 0, text.output
+    first = text.stdout.splitlines()[0].split()
+    assert first[:4] == ["rule", "kind", "matches", "alerts"]
+    assert "Test app writes, spawns a child that talks to the network" in text.stdout
+    out = tmp_path / "report.html"
+    page = CliRunner().invoke(
+        main, ["backtest", "--rules", str(RULES), "--events", str(CHAIN), "--format", "html", "-o", str(out)]
+    )
+    assert page.exit_code == 0 and page.stdout == ""
+    html = out.read_text()
+    assert html.count("<svg") == 4  # one histogram per rule that matched
+    # Self-contained: nothing fetched, nothing run.
+    assert "<script" not in html and "src=" not in html and "http" not in html.replace("http-equiv", "")
+
+
+def test_bad_events_exit_one(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.ndjson"
+    bad.write_text('{"@timestamp": "2024-05-01T00:00:00Z"}\nnot json\n')
+    result = CliRunner().invoke(main, ["backtest", "--rules", str(RULES), "--events", str(bad)])
+    assert result.exit_code == 1
+    assert "bad.ndjson:2" in result.output
+
+
+def test_progress_line_rate_and_eta() -> None:
+    now = [100.0]
+    line = ProgressLine(1000, clock=lambda: now[0])
+    now[0] = 110.0
+    assert line(20_000, 250) == "read 20,000 events, 2,000 events/s, 25%, ETA 0:00:30"
+    assert ProgressLine(None, clock=lambda: now[0])(5, None).startswith("read 5 events")
+
+
+def test_plain_size_is_unknown_for_gzip_and_stdin(tmp_path: Path) -> None:
+    import gzip
+
+    gz = tmp_path / "e.ndjson.gz"
+    gz.write_bytes(gzip.compress(b"{}\n"))
+    assert plain_size(str(gz)) is None
+    assert plain_size("-") is None
+    assert plain_size(str(CHAIN)) == CHAIN.stat().st_size
+
+
+def test_interval_parsing() -> None:
+    assert interval_ms("5m") == 300_000
+    assert interval_ms("1h") == 3_600_000
+    assert interval_ms(None) == 300_000
+    assert interval_ms("soon") == 300_000
+
+
+def test_distinct_counts_are_capped(monkeypatch) -> None:  # noqa: ANN001
+    from deployer.testing import backtest
+
+    monkeypatch.setattr(backtest, "DISTINCT_MAX", 3)
+    s = RuleSummary("r", "R", "event", False, 100, 300_000)
+    for i in range(5):
+        s.add([{"@timestamp": i, "host": {"name": f"h{i}"}}], [])
+    assert s.matches == 5 and len(s.hosts) == 3 and s.distinct(s.hosts) == "3+"
