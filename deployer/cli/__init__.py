@@ -26,6 +26,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "import": ("deployer.cli.kibana_cmds", "import_"),
     "cluster": ("deployer.cli.cluster_cmd", "cluster"),
     "mappings": ("deployer.cli.mappings_cmd", "mappings"),
+    "fields": ("deployer.cli.fields_cmd", "fields"),
     "verify": ("deployer.cli.opensearch_cmds", "verify"),
     "demo": ("deployer.cli.opensearch_cmds", "demo"),
 }
