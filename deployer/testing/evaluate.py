@@ -332,11 +332,16 @@ class Evaluator:
             if reads_events:
                 # Events and alerts share one time line; a stable sort keeps file order on ties.
                 stream.sort(key=time_key)
+        program = self.program(rule)
+        if getattr(program, "kind", None) == "sample":
+            # A sample picks hits in document order, which offline is time order (file order on
+            # ties): the order the streaming replay feeds it, even when the file is not sorted.
+            stream.sort(key=time_key)
         admits = self.admits(rule_id)
         if admits is not None:
             stream = [doc for doc in stream if admits(doc)]
         try:
-            matches = list(self.program(rule).run(stream))
+            matches = list(program.run(stream))
         except EvaluationError:
             raise
         except Exception as exc:  # noqa: BLE001 - an evaluator failure is reported against the rule

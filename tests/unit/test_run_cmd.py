@@ -222,3 +222,21 @@ def test_a_rule_file_that_does_not_load_leaves_the_others_running(tmp_path: Path
     assert result.stdout == good
     assert "broken.yaml:2:1:" in result.stderr
     assert "4 of 4 rules evaluated, 0 refused, 1 rule files not loaded" in result.stderr
+
+
+def test_sample_picks_hits_in_time_order_even_from_an_unsorted_file(tmp_path: Path) -> None:
+    rules = _with_extra_rules(
+        tmp_path,
+        t_sample="query: |\n  sample by host.name\n    [any where true]\n    [any where true]\n",
+        # Ordered with a tiebreaker: an unsorted file then goes through the in-memory replay.
+        t_tiebreak="tiebreaker_field: event.id\nquery: |\n  any where false\n",
+    )
+    events = CHAIN.read_text().splitlines()
+    shuffled = tmp_path / "shuffled.ndjson"
+    shuffled.write_text("\n".join(reversed(events)) + "\n")
+    picked = ("--rules", str(rules / "t_sample.yaml"), "--rules", str(rules / "t_tiebreak.yaml"))
+    in_order = _run("--events", str(CHAIN), *picked)
+    reversed_file = _run("--events", str(shuffled), *picked)
+    assert in_order.exit_code == reversed_file.exit_code == 0
+    assert _lines(in_order.stdout) == _lines(reversed_file.stdout)
+    assert _lines(in_order.stdout)[0]["event_ids"] == ["e1", "e2"]
