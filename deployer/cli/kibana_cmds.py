@@ -134,14 +134,20 @@ def _resolve(conn: Mapping[str, Any]) -> Any:
 
 def _prepare(
     paths: Sequence[Path], conn: Mapping[str, Any], *, full_validation: bool
-) -> tuple[Any, list[Any], list[Any]]:
-    """Set up logging, resolve the target and load the rules meant for it: (cfg, rules, findings)."""
+) -> tuple[Any, list[Any], list[Any], Any]:
+    """Set up logging, resolve the target and load what is meant for it: (cfg, rules, findings, exception lists)."""
+    from deployer.exceptions.loader import catalogue_for
+    from deployer.exceptions.model import referenced_list_ids
+
     _setup_logging(conn["verbose"])
     cfg = _resolve(conn)
-    rules, findings = _load_rules(
-        _rule_paths(paths, cfg.root), cfg, full_validation=full_validation, config_path=conn["config_path"]
-    )
-    return cfg, rules, findings
+    rule_paths = _rule_paths(paths, cfg.root)
+    rules, findings = _load_rules(rule_paths, cfg, full_validation=full_validation, config_path=conn["config_path"])
+    referenced = {lid for rule in rules for lid in referenced_list_ids(rule)}
+    exceptions, problems = catalogue_for(rule_paths, referenced, cfg.root / DEFAULT_RULES_DIR)
+    if not full_validation:
+        findings.extend(problems)  # a full validation already reported them
+    return cfg, rules, findings, exceptions
 
 
 def make_target(cfg: Any) -> Any:
@@ -226,12 +232,12 @@ def _report_findings(findings: list[Any]) -> None:
 
 
 def _compute_plan(
-    target: Any, rules: list[Any], *, prune: bool, adopt: bool
+    target: Any, rules: list[Any], exceptions: Any, *, prune: bool, adopt: bool
 ) -> tuple[Any, list[dict[str, Any]]]:
     """Plan the target; returns (plan, refusals), refusals being the rules the target left out."""
     from deployer.targets.plan import build_plan
 
-    desired = target.desired(rules)
+    desired = target.desired(rules, exceptions)
     refused = _refusals(target)
     current = target.read_current(list(desired))
     # A refused rule is still in the repository: whatever an earlier deploy wrote for it is
@@ -343,13 +349,13 @@ def plan(
 ) -> None:
     """Show what `dac deploy` would change in the target (exit 0 none, 3 pending, 1 error)."""
     # A saved plan must be deployable as it stands, so it is made from fully validated rules.
-    cfg, rules, findings = _prepare(paths, conn, full_validation=out_file is not None)
+    cfg, rules, findings, exceptions = _prepare(paths, conn, full_validation=out_file is not None)
     _report_findings(findings)
     if _errors(findings):
         fail("rule files have errors; fix them before planning", EXIT_FAIL)
     target = make_target(cfg)
     try:
-        the_plan, refused = _compute_plan(target, rules, prune=prune, adopt=adopt)
+        the_plan, refused = _compute_plan(target, rules, exceptions, prune=prune, adopt=adopt)
         saved = (
             _saved_plan(target, cfg, the_plan, refused, paths, conn)
             if out_file or fmt == "markdown"
@@ -417,7 +423,7 @@ def deploy(
             )
         _deploy_saved_plan(plan_file, lock_wait, fmt, conn)
         return
-    cfg, rules, findings = _prepare(paths, conn, full_validation=True)
+    cfg, rules, findings, exceptions = _prepare(paths, conn, full_validation=True)
     errors = _errors(findings)
     if errors:
         if fmt == "json":
@@ -434,7 +440,7 @@ def deploy(
     _report_findings(findings)  # warnings only
     target = make_target(cfg)
     try:
-        the_plan, refused = _compute_plan(target, rules, prune=prune, adopt=adopt)
+        the_plan, refused = _compute_plan(target, rules, exceptions, prune=prune, adopt=adopt)
         _report_refusals(refused)
         if fmt == "text":
             click.echo(the_plan.render_text())

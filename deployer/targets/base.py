@@ -2,9 +2,10 @@
 
 Contract:
 - A target module exposes `from_config(cfg: TargetConfig) -> Target` (see `deployer.targets.config`).
-- `Target.desired(rules)` turns loaded rule files into the bodies the target would hold, keyed by
-  `rule_id`, already normalised (the same normal form `read_current` returns), ownership marker
-  included.
+- `Target.desired(rules, exceptions=None)` turns loaded rule files (and the repository's exception
+  lists, a `Catalogue`) into the bodies the target would hold, keyed by `rule_id` (Kibana also
+  keys lists and items `exception-list:<list_id>` / `exception-item:<item_id>`), already
+  normalised (the same normal form `read_current` returns), ownership marker included.
 - `Target.read_current(rule_ids)` returns, normalised and keyed by `rule_id`, every rule the tool
   owns in the target plus any rule whose `rule_id` is in `rule_ids` (owned or not), so the planner
   can spot conflicts with rules it does not own.
@@ -77,7 +78,7 @@ class Target(Protocol):
         """Return a one-line, secret-free description (kind, URL, space)."""
         ...
 
-    def desired(self, rules: Sequence[Any]) -> dict[str, dict[str, Any]]:
+    def desired(self, rules: Sequence[Any], exceptions: Any = None) -> dict[str, dict[str, Any]]:
         """Return normalised bodies for the given loaded rule files, keyed by rule_id."""
         ...
 

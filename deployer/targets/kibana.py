@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from deployer.exceptions import kibana as kx
+from deployer.exceptions.model import Catalogue
 from deployer.targets import kibana_rules as kr
 from deployer.targets.base import ProgressCallback, Result, TargetError
 from deployer.targets.config import TargetConfig
@@ -334,15 +336,25 @@ class KibanaTarget:
         self._ids: dict[str, str] = {}
         self._desired: dict[str, dict[str, Any]] = {}
         self._observed: dict[str, dict[str, Any]] = {}
+        self._raw_exceptions: dict[str, dict[str, Any]] = {}
 
     def describe(self) -> str:
         """Return a secret-free one-line description."""
         version = f" {self.client.version}" if self.client.version else ""
         return f"{self.name} (kibana{version} {self.client.url}, space {self.client.space})"
 
-    def desired(self, rules: Sequence[Any]) -> dict[str, dict[str, Any]]:
-        """Return normalised bodies, keyed by rule_id, for the given rules."""
-        self._desired = {rule.rule_id: kr.rule_to_body(rule, self.cfg.root) for rule in rules}
+    def desired(self, rules: Sequence[Any], exceptions: Catalogue | None = None) -> dict[str, dict[str, Any]]:
+        """Return normalised bodies for the given rules (by rule_id) and exception lists and items (by plan key)."""
+        catalogue = exceptions or Catalogue()
+        self._desired = {}
+        for rule in rules:
+            body = kr.rule_to_body(rule, self.cfg.root)
+            body["exceptions_list"] = [
+                kx.reference(ref, catalogue) if isinstance(ref, Mapping) else ref
+                for ref in body.get("exceptions_list") or []
+            ]
+            self._desired[rule.rule_id] = kr.normalise(body)
+        self._desired.update(kx.desired_objects(catalogue, self.cfg.root))
         return dict(self._desired)
 
     def payload(self, rule_id: str) -> dict[str, Any]:
@@ -354,8 +366,14 @@ class KibanaTarget:
         return self._observed.get(rule_id)
 
     def read_current(self, rule_ids: Collection[str] = ()) -> dict[str, dict[str, Any]]:
-        """Return owned rules, plus any rule with one of `rule_ids`, normalised and keyed by rule_id."""
+        """Return owned rules, lists and items, plus any with one of `rule_ids` (plan keys), normalised."""
         self.client.check_version()
+        wanted_lists = {
+            key[len(kx.LIST_KEY) :]: str((self._desired.get(key) or {}).get("namespace_type") or "single")
+            for key in rule_ids
+            if kx.kind_of(key) == "exception_list"
+        }
+        rule_ids = [key for key in rule_ids if kx.kind_of(key) == "rule"]
         raw = {r["rule_id"]: r for r in self.client.find(f'alert.attributes.tags:"{kr.OWNER_TAG}"')}
         missing = [rid for rid in rule_ids if rid not in raw]
         for r in self.client.export(missing) if missing else []:
@@ -373,6 +391,15 @@ class KibanaTarget:
             }
             for rid, r in raw.items()
         }
+        lists, items = kx.read_objects(self.exceptions_api, wanted_lists)
+        self._raw_exceptions = {**lists, **items}
+        for key, obj in lists.items():
+            current[key] = kx.normalise_list(obj)
+        for key, obj in items.items():
+            current[key] = kx.normalise_item(obj)
+        for key, obj in self._raw_exceptions.items():
+            # Lists and items carry Elasticsearch's `_version`, which moves on every write.
+            self._observed[key] = {"id": obj.get("id"), "_version": obj.get("_version"), "digest": sha256_of(current[key])}
         return current
 
     def owned(self, body: Mapping[str, Any]) -> bool:
@@ -395,8 +422,73 @@ class KibanaTarget:
         finally:
             lock.release()
 
+    @property
+    def exceptions_api(self) -> kx.ExceptionsApi:
+        """The exception-list routes of this space."""
+        return kx.ExceptionsApi(self.client.http, self.client.prefix)
+
     def apply(self, plan: Plan, progress: ProgressCallback | None = None) -> list[Result]:
-        """Apply the plan: one `_import` for creates/updates, `_bulk_action` for toggles and deletes."""
+        """Apply the plan: lists and items first (exceptions API), rules, then deletes in reverse order."""
+        writes = [c for c in plan.changes if c.action in (CREATE, UPDATE, DELETE)]
+        results = self._apply_exceptions(writes, (CREATE, UPDATE), progress)
+        failed_lists = {r.rule_id for r in results if not r.ok and kx.kind_of(r.rule_id) == "exception_list"}
+        rule_plan = Plan(changes=[c for c in plan.changes if kx.kind_of(c.rule_id) == "rule"])
+        results.extend(self._apply_rules(rule_plan, failed_lists, progress))
+        results.extend(self._apply_exceptions(writes, (DELETE,), progress))
+        return results
+
+    def _apply_exceptions(
+        self, writes: Sequence[Any], actions: Sequence[str], progress: ProgressCallback | None
+    ) -> list[Result]:
+        """Write the lists (then items) of the given actions; deletes go items first, lists last."""
+        api = self.exceptions_api
+        results: list[Result] = []
+        kinds = ("exception_list", "exception_item") if DELETE not in actions else ("exception_item", "exception_list")
+        failed_lists: set[str] = set()
+        for kind in kinds:
+            for c in kx.iter_writes(writes, kind, actions):
+                body = dict(c.desired or {})
+                current = self._raw_exceptions.get(c.rule_id) or {}
+                if kind == "exception_item" and body.get("list_id") in failed_lists:
+                    results.append(Result(c.rule_id, c.action, False, f"its list {body['list_id']!r} was not written"))
+                    continue
+                try:
+                    self._write_exception(api, kind, c.action, body, current, c.rule_id)
+                    results.append(Result(c.rule_id, c.action, True))
+                except AuthError:
+                    raise
+                except HttpError as e:
+                    status, message = kx.error_of(e)
+                    results.append(Result(c.rule_id, c.action, False, message, status))
+                    if kind == "exception_list":
+                        failed_lists.add(c.rule_id[len(kx.LIST_KEY) :])
+                _tick(progress, 1)
+        return results
+
+    def _write_exception(
+        self, api: kx.ExceptionsApi, kind: str, action: str, body: dict[str, Any], current: Mapping[str, Any], key: str
+    ) -> None:
+        route = kx.LISTS if kind == "exception_list" else kx.ITEMS
+        if action == DELETE:
+            ident = {"list_id": current.get("list_id")} if kind == "exception_list" else {"item_id": current.get("item_id")}
+            api.write("DELETE", route, params={**ident, "namespace_type": current.get("namespace_type") or "single"})
+        elif action == CREATE:
+            api.write("POST", route, json=body)
+        else:
+            if kind == "exception_item":
+                # A comment keeps its id to stay; one without an id is added (comments cannot be edited).
+                ids = {c.get("comment"): c.get("id") for c in current.get("comments") or [] if isinstance(c, Mapping)}
+                body["comments"] = [
+                    {**c, "id": ids[c["comment"]]} if ids.get(c["comment"]) else c for c in body.get("comments") or []
+                ]
+            if current.get("_version"):
+                body["_version"] = current["_version"]
+            api.write("PUT", route, json=body)
+
+    def _apply_rules(
+        self, plan: Plan, failed_lists: set[str], progress: ProgressCallback | None
+    ) -> list[Result]:
+        """One `_import` for creates/updates, `_bulk_action` for toggles and deletes."""
         results: list[Result] = []
         imports = [
             c
@@ -405,6 +497,12 @@ class KibanaTarget:
         ]
         toggles = [c for c in plan.changes if c.action == UPDATE and c.changed_paths() == {"enabled"}]
         deletes = plan.of(DELETE)
+        blocked = [
+            c for c in imports if any(f"{kx.LIST_KEY}{r.get('list_id')}" in failed_lists for r in _refs(c.desired))
+        ]
+        for c in blocked:
+            results.append(Result(c.rule_id, c.action, False, "an exception list it references was not written"))
+        imports = [c for c in imports if c not in blocked]
         if imports:
             outcome = self.client.import_rules(
                 [c.desired for c in imports if c.desired is not None], overwrite=True, progress=progress
@@ -433,6 +531,10 @@ class KibanaTarget:
     def close(self) -> None:
         """Release connections."""
         self.client.close()
+
+
+def _refs(body: Mapping[str, Any] | None) -> list[Mapping[str, Any]]:
+    return [r for r in (body or {}).get("exceptions_list") or [] if isinstance(r, Mapping)]
 
 
 def _result(rule_id: str, action: str, err: tuple[int | None, str] | None) -> Result:

@@ -131,6 +131,12 @@ def normalise(body: Mapping[str, Any]) -> dict[str, Any]:
         {k: v for k, v in a.items() if k != "uuid"} if isinstance(a, Mapping) else a for a in out["actions"]
     ]
     out["threat"] = [_normalise_threat(t) for t in out["threat"]]
+    # A reference's `id` is the stored list's id, which Kibana's import sets from the list_id (it
+    # looks every reference up by list_id, type and namespace): both sides stand it for the list_id.
+    out["exceptions_list"] = [
+        {**r, "id": r["list_id"]} if isinstance(r, Mapping) and r.get("list_id") else r
+        for r in out["exceptions_list"]
+    ]
     return out
 
 

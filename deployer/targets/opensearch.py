@@ -349,8 +349,11 @@ class OpenSearchTarget:
         """One line: kind and URL (never credentials)."""
         return f"opensearch {self.client.url}"
 
-    def desired(self, rules: Sequence[Any]) -> dict[str, dict[str, Any]]:
-        """Compile the rules; refusals are kept in ``self.refused`` (one per rule) and left out."""
+    def desired(self, rules: Sequence[Any], exceptions: Any = None) -> dict[str, dict[str, Any]]:
+        """Compile the rules; refusals are kept in ``self.refused`` (one per rule) and left out.
+
+        A rule with exception lists is refused by the compiler (``exceptions`` is not used yet).
+        """
         report = compile_rules(rules)
         self.refused = report.refused
         out: dict[str, dict[str, Any]] = {}

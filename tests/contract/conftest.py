@@ -36,10 +36,23 @@ def kibana_lists_spec(shared_dir: Path) -> KibanaSpec | None:
     return KibanaSpec(path) if path.is_file() else None
 
 
+@pytest.fixture(scope="session")
+def kibana_exceptions_spec(shared_dir: Path) -> KibanaSpec:
+    """Kibana's published OpenAPI spec for exception lists and items (skips when it is absent)."""
+    path = shared_dir / "apis" / "kibana-exceptions-oas.yaml"
+    if not path.is_file():
+        pytest.skip(f"Kibana's exceptions OpenAPI spec is absent ({path}); contract tests need it")
+    return KibanaSpec(path)
+
+
 @pytest.fixture
-def kibana(kibana_spec: KibanaSpec, kibana_lists_spec: KibanaSpec | None) -> Iterator[KibanaContractServer]:
+def kibana(
+    kibana_spec: KibanaSpec, kibana_lists_spec: KibanaSpec | None, kibana_exceptions_spec: KibanaSpec
+) -> Iterator[KibanaContractServer]:
     """A running contract server accepting RAW_API_KEY and elastic/PASSWORD."""
-    server = KibanaContractServer(kibana_spec, lists_spec=kibana_lists_spec)
+    server = KibanaContractServer(
+        kibana_spec, lists_spec=kibana_lists_spec, exceptions_spec=kibana_exceptions_spec
+    )
     server.add_api_key(RAW_API_KEY)
     server.state.users["elastic"] = PASSWORD
     server.start()

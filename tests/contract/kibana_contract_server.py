@@ -38,6 +38,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import yaml
 from jsonschema import Draft4Validator
+from kibana_contract_exceptions import ExceptionRoutes, ExceptionsState
+from kibana_contract_exceptions import Reply as ExceptionReply
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT4
 
@@ -214,6 +216,7 @@ class State:
     list_indices: set[str] = field(default_factory=set)
     requests: list[Request] = field(default_factory=list)
     spec_violations: list[str] = field(default_factory=list)
+    exceptions: ExceptionsState = field(default_factory=ExceptionsState)
 
 
 class _Reply(Exception):
@@ -269,10 +272,17 @@ class KibanaContractServer:
         *,
         ssl_context: ssl.SSLContext | None = None,
         lists_spec: KibanaSpec | None = None,
+        exceptions_spec: KibanaSpec | None = None,
     ) -> None:
         self.spec = spec
         self.lists_spec = lists_spec
         self.state = State()
+        # Exception lists and items (routes held to the exceptions spec; absent without it).
+        self.exceptions = (
+            ExceptionRoutes(exceptions_spec, self.state.exceptions, self.state.spec_violations, _now)
+            if exceptions_spec is not None
+            else None
+        )
         self.lock = threading.RLock()
         server = self
         handler = type("Handler", (_Handler,), {"server_ref": server})
@@ -493,7 +503,7 @@ class _Handler(BaseHTTPRequestHandler):
             if srv.state.spaces is not None and space not in srv.state.spaces:
                 # undocumented: the spaces plugin's answer for a space that does not exist
                 raise _platform_error(404, "Not Found", f"Saved object [space/{space}] not found")
-            if path.startswith(DE):
+            if path.startswith(DE) or path.startswith("/api/exception_lists"):
                 self._check_headers(method)
             with srv.lock:
                 status, body, headers = self._route(method, path, space, query, raw, rec)
@@ -606,6 +616,14 @@ class _Handler(BaseHTTPRequestHandler):
             return 200, self._status_body(), {}
         if path in (LISTS, f"{LISTS}/index") and srv.lists_spec is not None:
             return self._lists(method, path, space, query, raw)
+        if srv.exceptions is not None and srv.exceptions.handles(path):
+            body = self._json_body(raw, None) if method in ("POST", "PUT") else None
+            rec.write = method != "GET"
+            try:
+                status, answer = srv.exceptions.route(method, path, space, query, body)
+            except ExceptionReply as r:
+                raise _Reply(r.status, r.body) from None
+            return status, answer, {}
         if path == RULES:
             self._query(path, method.lower(), query)
             if method == "POST":
@@ -840,8 +858,21 @@ class _Handler(BaseHTTPRequestHandler):
                     }
                 )
                 continue
+            removed = self._resolve_references(space, create)
             srv._store(space, create, existing)
             success += 1
+            for list_id in removed:
+                # Kibana imports the rule without the reference and reports it (success: false).
+                errors.append(
+                    {
+                        "rule_id": rid,
+                        "error": {
+                            "status_code": 400,
+                            "message": f'Rule with rule_id: "{rid}" references a non existent exception list '
+                            f'of list_id: "{list_id}". Reference has been removed.',
+                        },
+                    }
+                )
         body = {
             "success": not errors,
             "success_count": success,
@@ -862,6 +893,23 @@ class _Handler(BaseHTTPRequestHandler):
         if problems:
             srv.state.spec_violations.append(f"_import response: {problems[:3]}")
         return body
+
+    def _resolve_references(self, space: str, rule: dict[str, Any]) -> list[str]:
+        """Rewrite each exceptions_list `id` to the stored list's (looked up by list_id, type and
+        namespace); drop references to lists that do not exist and return their list_ids."""
+        exceptions = self.server_ref.exceptions
+        refs = rule.get("exceptions_list") or []
+        if exceptions is None or not refs:
+            return []
+        kept, removed = [], []
+        for ref in refs:
+            resolved = exceptions.resolve_reference(space, ref)
+            if resolved is None:
+                removed.append(ref.get("list_id"))
+            else:
+                kept.append(resolved)
+        rule["exceptions_list"] = kept
+        return removed
 
     def _bulk(
         self, space: str, body: dict[str, Any], query: dict[str, list[str]]
@@ -940,16 +988,22 @@ class _Handler(BaseHTTPRequestHandler):
             chosen = [rules[r] for r in ids if r in rules]
             missing = [{"rule_id": r} for r in ids if r not in rules]
         lines = [json.dumps({k: v for k, v in r.items() if k != "execution_summary"}) for r in chosen]
+        # Every exported rule's lists follow with all their items (Kibana skips endpoint_list).
+        exported_lists = exported_items = 0
+        if self.server_ref.exceptions is not None:
+            refs = [ref for r in chosen for ref in r.get("exceptions_list") or []]
+            objects, exported_lists, exported_items = self.server_ref.exceptions.export_lines(space, refs)
+            lines.extend(json.dumps(o) for o in objects)
         if query.get("exclude_export_details", ["false"])[-1] != "true":
             lines.append(
                 json.dumps(
                     {
-                        "exported_count": len(chosen),
+                        "exported_count": len(chosen) + exported_lists + exported_items,
                         "exported_rules_count": len(chosen),
                         "missing_rules": missing,
                         "missing_rules_count": len(missing),
-                        "exported_exception_list_count": 0,
-                        "exported_exception_list_item_count": 0,
+                        "exported_exception_list_count": exported_lists,
+                        "exported_exception_list_item_count": exported_items,
                         "missing_exception_list_item_count": 0,
                         "missing_exception_list_items": [],
                         "missing_exception_lists": [],

@@ -168,11 +168,11 @@ def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
 
 
 @pytest.fixture
-def tls_kibana(kibana_spec, tmp_path: Path):
+def tls_kibana(kibana_spec, kibana_exceptions_spec, tmp_path: Path):
     cert, key = _self_signed(tmp_path)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert, key)
-    server = KibanaContractServer(kibana_spec, ssl_context=ctx)
+    server = KibanaContractServer(kibana_spec, ssl_context=ctx, exceptions_spec=kibana_exceptions_spec)
     encoded = server.add_api_key(RAW_API_KEY)
     server.start()
     yield server, cert, encoded

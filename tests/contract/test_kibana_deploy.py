@@ -37,8 +37,10 @@ def test_deploy_1000_rules_in_few_requests_then_idempotent(kibana, env, dac, tmp
     assert second.exit_code == 0, second.stderr
     assert kibana.writes == 0
     assert second.json()["plan"]["summary"]["unchanged"] == 1000
-    # 1,000 owned rules at 100 per page: ten _find pages, one status read, no _export.
-    assert kibana.count("GET", "/_find") == 10
+    # 1,000 owned rules at 100 per page: ten _find pages, one status read, no _export; and one
+    # exception-list _find per namespace (single, agnostic) to see the owned lists.
+    assert kibana.count("GET", "/rules/_find") == 10
+    assert kibana.count("GET", "/api/exception_lists/_find") == 2
     assert kibana.count("POST", "/_export") == 0
 
     plan = dac("plan", str(rules_dir), env=env)
