@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,7 @@ from deployer.targets.opensearch_compile import (
     compile_rules,
     is_owned,
 )
+from deployer.targets.saved_plan import sha256_of
 
 if TYPE_CHECKING:
     from opensearchpy import OpenSearch
@@ -333,6 +335,7 @@ class OpenSearchTarget:
     """The OpenSearch Alerting target for ``dac plan``/``dac deploy`` (see deployer.targets.base)."""
 
     kind = "opensearch"
+    object_kind = "monitor"
     # The rule version is informational: a change to it alone does not rewrite a monitor.
     compare_ignore: Collection[str] = ("ui_metadata.dac.rule_version",)
 
@@ -396,6 +399,32 @@ class OpenSearchTarget:
     def owned(self, body: Mapping[str, Any]) -> bool:
         """True when the (normalised or raw) monitor carries the name prefix and the marker."""
         return is_owned(body)
+
+    def payload(self, rule_id: str) -> dict[str, Any]:
+        """The exact monitor body ``apply`` sends for a rule (after ``desired``)."""
+        return self._bodies[rule_id]
+
+    def load_payloads(self, bodies: Mapping[str, Mapping[str, Any]]) -> None:
+        """Use these bodies (a saved plan's) instead of compiling rules."""
+        self._bodies.update({rid: dict(body) for rid, body in bodies.items()})
+
+    def observed(self, rule_id: str) -> dict[str, Any] | None:
+        """The monitor's state as last read: id, seq_no, primary_term and a digest; None when absent."""
+        stored = self._stored.get(rule_id)
+        if stored is None:
+            return None
+        return {
+            "id": stored.monitor_id,
+            "seq_no": stored.seq_no,
+            "primary_term": stored.primary_term,
+            "digest": sha256_of(normalise(stored.monitor)),
+        }
+
+    def lock(self, holder: str, *, wait: float) -> AbstractContextManager[None]:
+        """Hold the cluster's dac deploy lock (a document created with op_type=create)."""
+        from deployer.targets.opensearch_lock import OpenSearchDeployLock
+
+        return OpenSearchDeployLock(self.client).hold(holder, wait=wait)
 
     def apply(self, plan: Plan, progress: ProgressCallback | None = None) -> list[Result]:
         """Create, update and delete monitors as the plan says; per-rule failures become Results."""
