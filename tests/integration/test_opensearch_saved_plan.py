@@ -253,7 +253,9 @@ def test_refuses_a_damaged_edited_or_foreign_plan(
     good = (repo / "plan.json").read_text()
     (repo / "plan.json").write_text(good[:-200])
     assert "not valid JSON" in _dac(repo, url, "deploy", "--plan", "plan.json")[2]
-    (repo / "plan.json").write_text(good.replace('"high"', '"critical"', 1))
+    edited = json.loads(good)
+    edited["changes"][0]["desired"]["enabled"] = True
+    (repo / "plan.json").write_text(json.dumps(edited, indent=2))
     assert "integrity digest does not match" in _dac(repo, url, "deploy", "--plan", "plan.json")[2]
     (repo / "plan.json").write_text(good)
     code, _, err = _dac(repo, "http://127.0.0.1:9", "deploy", "--plan", "plan.json")
