@@ -90,6 +90,8 @@ class KibanaDeployLock:
             if held is None:
                 continue  # released between our create and our read
             meta = held.get("meta") or {}
+            if meta == body["meta"]:
+                return  # our own create, retried after its answer was lost
             if _expired(meta.get("expires_at")):
                 self.http.request("DELETE", f"{self.prefix}{LISTS}", params={"id": LOCK_ID}, ok=(200, 404))
                 continue

@@ -77,6 +77,10 @@ class OpenSearchDeployLock:
             if not held.get("found"):
                 continue  # released between our create and our read
             meta = held.get("_source") or {}
+            if meta == doc:
+                # Our own create, retried after its answer was lost.
+                self._seq = (int(held["_seq_no"]), int(held["_primary_term"]))
+                return
             if _expired(meta.get("expires_at")):
                 self.client.request(
                     "DELETE",

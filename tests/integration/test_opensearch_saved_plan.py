@@ -355,5 +355,5 @@ def test_connection_drop_mid_apply_reports_what_was_applied(
     code, out, err = _dac(repo, proxy.url, "plan", "--format", "json")
     assert code == 3, out + err
     assert [(c["action"], c["rule_id"]) for c in json.loads(out)["changes"]] == [
-        ("create", "os-plan-rule-0002")
+        ("update", "os-plan-rule-0000")
     ]
