@@ -718,7 +718,8 @@ def _emit_documents(docs: list[dict[str, Any]], out_dir: Path | None, root: Path
         click.echo(f"Wrote {len(written)} rule file(s) to {out_dir}", err=True)
     if incomplete:
         click.echo(
-            f"note: {len(incomplete)} rule(s) have no metadata.platforms (not stored in Kibana for rules "
-            "dac did not deploy); fill it in before `dac validate`",
+            f"note: {len(incomplete)} rule(s) have no metadata.platforms (Kibana does not store it for rules dac did not "
+            "deploy, and neither host.os.type in the query, OS: tags nor the index patterns say); fill it in "
+            "before `dac validate`",
             err=True,
         )

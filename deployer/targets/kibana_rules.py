@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from deployer.rules.kibana_fields import SERVER_FIELDS
+from deployer.rules.platforms import infer_platforms
 
 MANAGED_BY = "dac"
 OWNER_TAG = "managed-by:dac"
@@ -220,6 +221,12 @@ def to_rule_document(body: Mapping[str, Any]) -> dict[str, Any]:
     for key in META_KEYS[1:]:
         if meta.get(key) not in (None, [], ""):
             metadata[key] = meta[key]
+    if "platforms" not in metadata:
+        # Kibana does not store it for rules dac did not deploy: read it from the query, the
+        # OS tags or the index patterns (deployer.rules.platforms).
+        platforms = infer_platforms(norm.get("query"), norm.get("tags"), norm.get("index"))
+        if platforms:
+            metadata["platforms"] = platforms
     if meta.get("managed_by") != MANAGED_BY:
         metadata.setdefault("maturity", "experimental")
     # Whatever else someone stored in meta is not ours to drop.
