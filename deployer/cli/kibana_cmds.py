@@ -673,10 +673,10 @@ def export(
         raise click.UsageError(f"target {cfg.name} is {cfg.kind}; export reads Kibana rules")
     client = client_from_config(cfg)
     try:
-        docs = export_documents(client, owned_only=owned_only)
+        docs, lists = export_documents(client, owned_only=owned_only)
     finally:
         client.close()
-    _emit_documents(docs, out_dir, cfg.root)
+    _emit_documents(docs, lists, out_dir, cfg.root)
 
 
 @click.command("import")
@@ -688,12 +688,15 @@ def export(
     help="Write one YAML file per rule here (default: print to stdout).",
 )
 def import_(file: Path, out_dir: Path | None) -> None:
-    """Convert a Kibana rules export (.ndjson) into rule files, offline."""
+    """Convert a Kibana rules export (.ndjson) into rule files and exception list files, offline."""
+    from deployer.exceptions.kibana import list_documents
     from deployer.targets.config import load_targets
-    from deployer.targets.kibana_rules import parse_ndjson, to_rule_document
+    from deployer.targets.kibana_rules import parse_ndjson, parse_ndjson_objects, to_rule_document
 
     try:
-        rules = parse_ndjson(file.read_text(encoding="utf-8"))
+        text = file.read_text(encoding="utf-8")
+        rules = parse_ndjson(text)
+        lists = list_documents(parse_ndjson_objects(text))
     except (OSError, UnicodeDecodeError) as e:
         fail(f"cannot read {file}: {e}", EXIT_ENV)
     except ValueError as e:
@@ -704,18 +707,26 @@ def import_(file: Path, out_dir: Path | None) -> None:
         _, _, root = load_targets(None)
     except Exception:  # a broken dac.yaml must not stop an offline conversion
         root = Path.cwd()
-    _emit_documents([to_rule_document(r) for r in rules], out_dir, root)
+    _emit_documents([to_rule_document(r) for r in rules], lists, out_dir, root)
 
 
-def _emit_documents(docs: list[dict[str, Any]], out_dir: Path | None, root: Path) -> None:
+def _emit_documents(
+    docs: list[dict[str, Any]], lists: list[dict[str, Any]], out_dir: Path | None, root: Path
+) -> None:
+    """Print or write the rule files, and the exception list files under `<out>/exceptions/`."""
     from deployer.targets.kibana_rules import dump_rule_yaml, write_rule_files
 
     incomplete = [d.get("rule_id") for d in docs if not (d.get("metadata") or {}).get("platforms")]
     if out_dir is None:
-        click.echo("---\n".join(dump_rule_yaml(d) for d in docs), nl=False)
+        click.echo("---\n".join(dump_rule_yaml(d) for d in [*docs, *lists]), nl=False)
     else:
         written = write_rule_files(docs, out_dir, schema=root / "schemas" / "rule.schema.json")
         click.echo(f"Wrote {len(written)} rule file(s) to {out_dir}", err=True)
+        if lists:
+            written = write_rule_files(
+                lists, out_dir / "exceptions", schema=root / "schemas" / "exception_list.schema.json"
+            )
+            click.echo(f"Wrote {len(written)} exception list file(s) to {out_dir / 'exceptions'}", err=True)
     if incomplete:
         click.echo(
             f"note: {len(incomplete)} rule(s) have no metadata.platforms (Kibana does not store it for rules dac did not "

@@ -289,3 +289,92 @@ def error_of(exc: HttpError) -> tuple[int | None, str]:
     """(status, Kibana's message) of a failed write."""
     body = exc.body if isinstance(exc.body, Mapping) else {}
     return exc.status_code, str(body.get("message") or exc.message)
+
+
+# ---------------------------------------------------------------- export / import
+
+
+def is_list_object(obj: Any) -> bool:
+    """An exception list line of an export (a container: list_id, no item_id, no entries)."""
+    return isinstance(obj, Mapping) and "list_id" in obj and "item_id" not in obj and "entries" not in obj
+
+
+def is_item_object(obj: Any) -> bool:
+    """An exception item line of an export."""
+    return isinstance(obj, Mapping) and "item_id" in obj and "entries" in obj and "list_id" in obj
+
+
+def _unmark(body: dict[str, Any]) -> None:
+    body["tags"] = [t for t in body.get("tags") or [] if t != OWNER_TAG]
+    meta = {k: v for k, v in (body.get("meta") or {}).items() if k not in ("managed_by", "source_path")}
+    if meta:
+        body["meta"] = meta
+    else:
+        body.pop("meta", None)
+    for key in ("tags", "os_types"):
+        if not body.get(key):
+            body.pop(key, None)
+
+
+def to_list_document(lst: Mapping[str, Any], items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The exception list file mapping for a Kibana list and its items (what a person would write)."""
+    body = normalise_list(lst)
+    _unmark(body)
+    doc: dict[str, Any] = {k: body[k] for k in ("list_id", "name", "description", "type", "namespace_type") if k in body}
+    doc.update({k: v for k, v in body.items() if k not in doc})
+    doc["items"] = []
+    for raw in sorted(items, key=lambda i: (str(i.get("created_at", "")), str(i.get("item_id")))):
+        item = normalise_item(raw)
+        _unmark(item)
+        for key in ("list_id", "namespace_type", "type"):
+            item.pop(key, None)
+        if not item.get("comments"):
+            item.pop("comments", None)
+        ordered = {k: item[k] for k in ("item_id", "name", "description") if k in item}
+        ordered.update({k: v for k, v in item.items() if k not in ordered})
+        doc["items"].append(ordered)
+    return doc
+
+
+def list_documents(objects: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Exception list file mappings for the list and item lines of an export, in list order."""
+    lists = [o for o in objects if is_list_object(o)]
+    items = [o for o in objects if is_item_object(o)]
+    return [
+        to_list_document(
+            lst,
+            [
+                i
+                for i in items
+                if i["list_id"] == lst["list_id"]
+                and (i.get("namespace_type") or DEFAULT_NAMESPACE) == (lst.get("namespace_type") or DEFAULT_NAMESPACE)
+            ],
+        )
+        for lst in lists
+    ]
+
+
+def rule_file_references(refs: Sequence[Any]) -> list[Any]:
+    """A rule's exceptions_list as written in a rule file: the stored list's id is left out."""
+    return [
+        {k: v for k, v in r.items() if k != "id"} if isinstance(r, Mapping) and r.get("list_id") else r for r in refs
+    ]
+
+
+def read_lists_for(api: ExceptionsApi, rules: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The lists the rules reference and all their items, as export lines (endpoint_list left out, like Kibana)."""
+    out: list[dict[str, Any]] = []
+    seen: set[tuple[str, str]] = set()
+    for rule in rules:
+        for ref in rule.get("exceptions_list") or []:
+            if not isinstance(ref, Mapping) or ref.get("list_id") in (None, "endpoint_list"):
+                continue
+            key = (str(ref.get("namespace_type") or DEFAULT_NAMESPACE), str(ref["list_id"]))
+            if key in seen:
+                continue
+            seen.add(key)
+            lst = api.get_list(key[1], key[0])
+            if lst is not None:
+                out.append(lst)
+                out.extend(api.find_items(key[1], key[0]))
+    return out

@@ -548,10 +548,14 @@ def from_config(cfg: TargetConfig, env: Mapping[str, str] | None = None) -> Kiba
     return KibanaTarget(cfg, client_from_config(cfg, env))
 
 
-def export_documents(client: KibanaClient, *, owned_only: bool = True) -> list[dict[str, Any]]:
-    """Read rules from Kibana and return them as rule-file documents (owned rules by default)."""
+def export_documents(
+    client: KibanaClient, *, owned_only: bool = True
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Read rules (owned ones by default) and the exception lists they reference, with their items,
+    and return them as (rule-file documents, exception-list-file documents)."""
     client.check_version()
     rules = client.find(f'alert.attributes.tags:"{kr.OWNER_TAG}"' if owned_only else None)
     if owned_only:
         rules = [r for r in rules if kr.owned(r)]
-    return [kr.to_rule_document(r) for r in rules]
+    objects = kx.read_lists_for(kx.ExceptionsApi(client.http, client.prefix), rules)
+    return [kr.to_rule_document(r) for r in rules], kx.list_documents(objects)

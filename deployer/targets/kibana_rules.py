@@ -212,6 +212,11 @@ def to_rule_document(body: Mapping[str, Any]) -> dict[str, Any]:
             continue
         tags.append(tag)
     norm["tags"] = tags
+    # A reference's `id` is the stored list's; the repository names lists by list_id only.
+    norm["exceptions_list"] = [
+        {k: v for k, v in r.items() if k != "id"} if isinstance(r, Mapping) and r.get("list_id") else r
+        for r in norm.get("exceptions_list") or []
+    ]
     metadata: dict[str, Any] = {}
     if not implements and meta.get("managed_by") != MANAGED_BY:
         # A rule written elsewhere: its ATT&CK mapping is the best first guess; a person reviews it.
@@ -290,18 +295,21 @@ def dump_rule_yaml(doc: Mapping[str, Any], schema_ref: str | None = None) -> str
 
 def parse_ndjson(text: str) -> list[dict[str, Any]]:
     """Return the rule objects of a Kibana export (skips exception lists, connectors, the summary)."""
-    rules = []
+    return [obj for obj in parse_ndjson_objects(text) if is_rule_object(obj)]
+
+
+def parse_ndjson_objects(text: str) -> list[Any]:
+    """Return every line of a Kibana export as JSON (rules, exception lists and items, the summary)."""
+    out = []
     for n, line in enumerate(text.splitlines(), 1):
         line = line.strip()
         if not line:
             continue
         try:
-            obj = json.loads(line)
+            out.append(json.loads(line))
         except json.JSONDecodeError as e:
             raise ValueError(f"line {n}: not JSON ({e.msg})") from None
-        if is_rule_object(obj):
-            rules.append(obj)
-    return rules
+    return out
 
 
 def is_rule_object(obj: Any) -> bool:

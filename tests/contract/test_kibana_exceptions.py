@@ -243,3 +243,52 @@ def test_export_carries_lists_and_items(kibana, env, dac, tmp_path: Path, n: int
         lines[-1]["exported_exception_list_count"] == 1
         and lines[-1]["exported_exception_list_item_count"] == 2
     )
+
+
+def _events(path: Path) -> Path:
+    """Two chains of tool0001.exe: one by the admin (excepted), one by bob (a true positive)."""
+    docs = []
+    for n, (user, entity) in enumerate((("admin", "p-admin"), ("bob", "p-bob"))):
+        base = {"user": {"name": user}, "host": {"name": "ws-1"}, "process": {"entity_id": entity, "name": "tool0001.exe"}}
+        docs.append({**base, "@timestamp": f"2026-01-01T00:00:0{2 * n}Z", "event": {"id": f"{user}-1", "category": ["process"], "type": ["start"]}})
+        docs.append({**base, "@timestamp": f"2026-01-01T00:00:0{2 * n + 1}Z", "event": {"id": f"{user}-2", "category": ["network"], "type": ["connection"]}})
+    path.write_text("".join(json.dumps(d) + "\n" for d in docs), encoding="utf-8")
+    return path
+
+
+def test_export_import_validate_plan_round_trip_with_lists(kibana, env, dac, tmp_path: Path) -> None:
+    from deployer.config import Config
+    from deployer.rules.findings import ERROR
+    from deployer.rules.validate import validate
+
+    rules = _repo(tmp_path)
+    assert dac("deploy", str(rules), env=env).exit_code == 0
+
+    # Live export: rule files plus the lists they reference under exceptions/.
+    live = tmp_path / "live"
+    run = dac("export", "--owned", "--out", str(live), env=env)
+    assert run.exit_code == 0, run.stderr
+    exported = live / "exceptions" / "approved_tools.yaml"
+    text = exported.read_text()
+    assert "list_id: approved-tools" in text and "managed-by:dac" not in text and "tie_breaker_id" not in text
+    assert [f for f in validate([live], Config(root=tmp_path)) if f.severity == ERROR] == []
+    kibana.reset_counts()
+    plan = dac("plan", str(live), env=env)
+    assert plan.exit_code == 0 and "No changes" in plan.stdout, plan.stdout + plan.stderr
+
+    # Kibana's own export file (rules, list lines, item lines, details line) converted offline.
+    client = KibanaClient(kibana.url, auth=("elastic", "Sup3r-Secret-Pa55word"))
+    ndjson = tmp_path / "export.ndjson"
+    ndjson.write_text(client.http.request("POST", "/api/detection_engine/rules/_export", params={"exclude_export_details": "false"}).text)
+    imported = tmp_path / "imported"
+    run = dac("import", str(ndjson), "--out", str(imported))
+    assert run.exit_code == 0, run.stderr
+    assert "Wrote 1 exception list file(s)" in run.stderr
+    assert [f for f in validate([imported], Config(root=tmp_path)) if f.severity == ERROR] == []
+    plan = dac("plan", str(imported), env=env)
+    assert plan.exit_code == 0 and "No changes" in plan.stdout, plan.stdout + plan.stderr
+
+    # The imported rules and lists are applied offline with no further step.
+    ran = dac("run", "--rules", str(imported), "--events", str(_events(tmp_path / "e.ndjson")))
+    assert ran.exit_code == 0, ran.stderr
+    assert [json.loads(x)["event_ids"] for x in ran.stdout.splitlines()] == [["bob-1", "bob-2"]]
