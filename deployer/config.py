@@ -19,7 +19,14 @@ DEFAULT_EXEMPT_MATURITIES = ("experimental",)
 
 _DURATION = re.compile(r"^\s*([0-9]+)\s*(ms|s|m|h|d)\s*$")
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
-_VALIDATION_KEYS = {"max_maxspan", "entity_keys", "extra_fields", "fixture_exempt_maturities", "field_packs"}
+_VALIDATION_KEYS = {
+    "max_maxspan",
+    "entity_keys",
+    "extra_fields",
+    "fixture_exempt_maturities",
+    "field_packs",
+    "tunables",
+}
 
 # Used when dac.yaml does not set validation.field_packs: Elastic Defend writes logs-endpoint.*.
 DEFAULT_FIELD_PACKS: tuple[tuple[str, tuple[str, ...]], ...] = (("logs-endpoint.*", ("elastic-defend",)),)
@@ -45,6 +52,8 @@ class ValidationConfig:
     max_maxspan_text: str = "10m"
     entity_keys: tuple[str, ...] = DEFAULT_ENTITY_KEYS
     extra_fields: Path | None = None
+    # The analytics' tunables that marked query literals are rendered from (deployer.rules.tunables).
+    tunables: Path | None = None
     fixture_exempt_maturities: tuple[str, ...] = DEFAULT_EXEMPT_MATURITIES
     # (index pattern, pack references) in file order; pack references are shipped pack names or
     # paths relative to the configuration file's folder (``field_packs_base``).
@@ -166,6 +175,11 @@ def _validation(raw: Any, path: Path, base: Path, lines: dict[tuple[str, ...], i
         if not isinstance(extra, str) or not extra:
             raise ConfigError("validation.extra_fields: must be a file path", path, line("extra_fields"))
         values["extra_fields"] = (base / extra).resolve()
+    if raw.get("tunables") is not None:
+        tunables = raw["tunables"]
+        if not isinstance(tunables, str) or not tunables:
+            raise ConfigError("validation.tunables: must be a file path", path, line("tunables"))
+        values["tunables"] = (base / tunables).resolve()
     if "field_packs" in raw:
         values["field_packs"] = _field_packs(raw["field_packs"], path, line("field_packs"))
     values["field_packs_base"] = base

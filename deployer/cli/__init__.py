@@ -19,6 +19,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("deployer.cli.run_cmd", "run"),
     "backtest": ("deployer.cli.backtest_cmd", "backtest"),
     "coverage": ("deployer.cli.coverage_cmd", "coverage"),
+    "tunables": ("deployer.cli.tunables_cmd", "tunables"),
     "plan": ("deployer.cli.kibana_cmds", "plan"),
     "deploy": ("deployer.cli.kibana_cmds", "deploy"),
     "show": ("deployer.cli.kibana_cmds", "show"),

@@ -14,6 +14,7 @@ from deployer.rules.checks.fixtures import check_fixtures
 from deployer.rules.checks.index import check_index
 from deployer.rules.checks.query import check_query
 from deployer.rules.checks.schema import check_schema
+from deployer.rules.checks.tunables import check_tunables
 
 # Run in this order for every rule; findings are sorted by position afterwards.
 CHECKS: tuple[Check, ...] = (
@@ -23,6 +24,7 @@ CHECKS: tuple[Check, ...] = (
     check_field_settings,
     check_field_packs,
     check_attack,
+    check_tunables,
     check_fixtures,
 )
 

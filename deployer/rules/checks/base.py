@@ -53,6 +53,14 @@ class Context:
         return _load_covered_fields(self.repo_root)
 
     @cached_property
+    def tunables(self) -> dict[str, Any] | None:
+        """The tunables file validation.tunables names, loaded (raises TunablesError when it is bad)."""
+        from deployer.rules.tunables import load_tunables
+
+        path = self.config.validation.tunables
+        return load_tunables(path) if path is not None else None
+
+    @cached_property
     def packs(self) -> dict[str, FieldPack]:
         """Every pack validation.field_packs names, loaded (raises FieldPackError when one is bad)."""
         policy = self.config.validation
