@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -88,25 +87,36 @@ def print_report(report: Any) -> None:
             "Search-only mode: no monitor was deployed and no alert stored; each rule's monitor search "
             "and trigger condition ran on the cluster."
         )
-    rows = [
-        (
-            "RULE",
-            "FIXTURE",
-            "EXPECT",
-            "EXPECTED",
-            "ALERTED" if report.mode != "search" else "SELECTED",
-            "RESULT",
-        )
-    ]
+    alerting = report.mode != "search"
+    header = ("FIXTURE", "EXPECT", "EXPECTED", "ALERTED" if alerting else "SELECTED", "RESULT")
+    if alerting:
+        header += ("ALERT IDS (Alerting API)",)
+    by_rule: dict[str, list[tuple[str, ...]]] = {}
     for o in report.outcomes:
-        result = "ok" if o.ok else "FAIL"
-        rows.append(
-            (o.rule_id, o.name, o.expect, _fmt_entities(o.expected), _fmt_entities(o.alerted), result)
+        row: tuple[str, ...] = (
+            o.name,
+            o.expect,
+            _fmt_entities(o.expected),
+            _fmt_entities(o.alerted),
+            "ok" if o.ok else "FAIL",
         )
-    widths = [min(max(len(r[i]) for r in rows), 48) for i in range(len(rows[0]))]
-    for row in rows:
-        cells = [c if len(c) <= widths[i] else c[: widths[i] - 1] + "…" for i, c in enumerate(row)]
-        click.echo("  ".join(c.ljust(widths[i]) for i, c in enumerate(cells)).rstrip())
+        if alerting:
+            row += (", ".join(o.alert_ids) or "-",)
+        by_rule.setdefault(o.rule_id, []).append(row)
+    # Ids are never cut: they are what one looks up in Alerting.
+    widths = [
+        min(max(len(r[i]) for r in [header, *sum(by_rule.values(), [])]), 48) for i in range(len(header))
+    ]
+    if alerting:
+        widths[-1] = 0
+    for rule_id, rows in by_rule.items():
+        click.echo(f"{rule_id}")
+        for row in [header, *rows]:
+            cells = [
+                c if not widths[i] or len(c) <= widths[i] else c[: widths[i] - 1] + "…"
+                for i, c in enumerate(row)
+            ]
+            click.echo("  " + "  ".join(c.ljust(widths[i]) for i, c in enumerate(cells)).rstrip())
     for o in report.outcomes:
         if o.message:
             click.echo(f"  {'ok  ' if o.ok else 'FAIL'} {o.rule_id} / {o.name}: {o.message}")
@@ -117,6 +127,13 @@ def print_report(report: Any) -> None:
         click.echo(f"  not deployed: {refusal}")
     for rid in report.no_fixtures:
         click.echo(f"  no fixtures: {rid} (deployed, not verified)")
+    if report.scheduled is not None:
+        sc = report.scheduled
+        click.echo(
+            f"Scheduled run ({sc.rule_id} / {sc.fixture}, Alerting's job scheduler, 1-minute schedule): "
+            f"{'ok' if sc.ok else 'FAIL'} after {sc.seconds:.0f}s; alerted {_fmt_entities(sc.alerted)}; "
+            f"alert ids {', '.join(sc.alert_ids) or '-'}" + (f"; {sc.message}" if sc.message else "")
+        )
     c = report.counts()
     verb = "selected by the trigger" if report.mode == "search" else "alerted"
     click.echo(
@@ -146,6 +163,13 @@ def print_report(report: Any) -> None:
     help="For clusters without the Alerting plugin: run each monitor's search and trigger condition "
     "on the cluster instead of deploying and executing monitors (no alert is stored).",
 )
+@click.option(
+    "--scheduled-timeout",
+    type=float,
+    default=150.0,
+    show_default=True,
+    help="Seconds to wait for the job scheduler's run of one rule on a positive fixture (0 skips it).",
+)
 @format_option("Human table, or one JSON document for machines (no progress output).")
 def verify(
     paths: tuple[Path, ...],
@@ -156,6 +180,7 @@ def verify(
     no_mappings: bool,
     keep_events: bool,
     search_only: bool,
+    scheduled_timeout: float,
     fmt: str,
 ) -> None:
     """Deploy rules to OpenSearch, replay their fixtures and check the alerts (exit 1 on any miss)."""
@@ -178,6 +203,7 @@ def verify(
                     on_outcome=lambda o: step(f"{o.rule_id} / {o.name}"),
                     keep_events=keep_events,
                     search_only=search_only,
+                    scheduled_timeout=scheduled_timeout,
                 )
         finally:
             client.close()
@@ -197,18 +223,21 @@ def verify(
 
 
 def _pick_demo_rule(rules: list[Any], compiled: dict[str, Any]) -> tuple[Any, dict[str, Any]] | None:
-    """An AN1314 rule that compiled and has a positive fixture (AN1314-first, then non-building-block)."""
+    """A compiled rule of AN1314 with a positive fixture: one implementing it, else a building block of one."""
+    an1314 = [
+        r for r in rules if "AN1314" in [str(x).upper() for x in (r.metadata or {}).get("implements") or []]
+    ]
+    # The chain itself reads alerts (not compiled); the building blocks it depends on are AN1314's halves.
+    blocks = {str(d) for r in an1314 for d in (r.metadata or {}).get("depends_on") or []}
     candidates = []
     for rule in rules:
-        meta = rule.metadata or {}
-        implements = [str(x).upper() for x in meta.get("implements") or []]
-        if rule.rule_id not in compiled or "AN1314" not in implements:
+        if rule.rule_id not in compiled or not (rule in an1314 or rule.rule_id in blocks):
             continue
-        for test in meta.get("tests") or []:
+        for test in (rule.metadata or {}).get("tests") or []:
             if isinstance(test, dict) and test.get("expect") == "match":
-                building_block = bool(rule.data.get("building_block_type"))
-                primary = implements[0] == "AN1314"
-                candidates.append((not primary, building_block, rule.rule_id, rule, test))
+                candidates.append(
+                    (rule not in an1314, bool(rule.data.get("building_block_type")), rule.rule_id, rule, test)
+                )
                 break
     if not candidates:
         return None
@@ -251,16 +280,19 @@ def _start_cluster(echo: Callable[[str], None], plugin_dir: Path | None) -> str:
     help="Plugin zips (Alerting) for the local OpenSearch (or DAC_OPENSEARCH_PLUGIN_DIR).",
 )
 def demo(opensearch_url: str | None, rule_path: Path | None, plugin_dir: Path | None) -> None:
-    """Start a local OpenSearch, deploy the rules, replay an AN1314 attack and show the alert."""
+    """Start a local OpenSearch with Alerting, deploy the rules, replay an AN1314 attack and show the alert."""
     from deployer.targets.base import TargetError
     from deployer.targets.opensearch import OpenSearchTarget, deploy
     from deployer.targets.opensearch_verify import (
+        active_alerts,
+        alert_entity,
         alerted_entities,
         deploy_templates,
         events_for_entity,
+        format_ts,
         load_engine_templates,
         replay_fixture,
-        run_monitor_search,
+        written_since,
     )
     from deployer.testing.events import read_events
 
@@ -274,24 +306,24 @@ def demo(opensearch_url: str | None, rule_path: Path | None, plugin_dir: Path | 
         say(f"OpenSearch at {url}")
         client = _client(url, None, False, 60.0)
         try:
-            with_alerting = client.has_alerting()
+            if not client.has_alerting():
+                fail(
+                    f"the OpenSearch at {url} has no Alerting plugin, so no monitor can raise an alert",
+                    EXIT_ENV,
+                    "pass --plugin-dir (or set DAC_OPENSEARCH_PLUGIN_DIR) to the folder holding "
+                    "opensearch-alerting-2.19.4.0.zip, e.g. ../shared/opensearch-plugins; a running "
+                    "instance is restarted with it",
+                )
             written = deploy_templates(client, load_engine_templates(root, "opensearch"))
             say(f"mapping templates written: {written}")
             target = OpenSearchTarget(client)
-            if with_alerting:
-                plan, results = deploy(target, rules)
-                failed = [r for r in results if not r.ok]
-                s = plan.summary()
-                say(
-                    f"rules deployed as monitors: {len(target.compiled)} ({s['create']} created, "
-                    f"{s['update']} updated, {s['unchanged']} unchanged, {len(failed)} failed)"
-                )
-            else:
-                target.desired(rules)
-                say(
-                    "this OpenSearch has no Alerting plugin: monitors cannot be stored, so each monitor's "
-                    f"search and trigger run directly ({len(target.compiled)} rules compiled)"
-                )
+            plan, results = deploy(target, rules)
+            failed = [r for r in results if not r.ok]
+            s = plan.summary()
+            say(
+                f"rules deployed as Alerting monitors: {len(target.compiled)} ({s['create']} created, "
+                f"{s['update']} updated, {s['unchanged']} unchanged, {len(failed)} failed)"
+            )
             for refusal in target.refused:
                 say(f"not deployed: {refusal}")
             picked = _pick_demo_rule(rules, target.compiled)
@@ -302,32 +334,38 @@ def demo(opensearch_url: str | None, rule_path: Path | None, plugin_dir: Path | 
             events = [dict(e) for e in read_events(Path(rule.path).parent / str(test["events"]))]
             say(f"replaying {len(events)} events of '{test.get('name')}' ({test['events']}), shifted to now")
             index = replay_fixture(client, target.compiled[rule.rule_id], events)
-            # Every compiled rule reading the replay index runs, so the whole chain shows: the app
-            # that wrote the file and spawned the child, then the child that talked to the network.
+            # Every compiled rule reading the replay index runs, so the whole chain shows.
             readers = [c for c in target.compiled.values() if _reads(c.indices, index)]
-            if with_alerting:
-                target.read_current([c.rule_id for c in readers])
-                monitor_ids = target.monitor_ids()
+            target.read_current([c.rule_id for c in readers])
+            monitor_ids = target.monitor_ids()
             fired = 0
             for compiled in sorted(readers, key=lambda c: c.rule_id):
-                if with_alerting:
-                    monitor_id = monitor_ids[compiled.rule_id]
-                    entities = alerted_entities(client.execute_monitor(monitor_id), compiled.rule_id)
-                    stored = len(client.alerts(monitor_id, "ACTIVE"))
-                    where = f"Alerting monitor {monitor_id} (_execute), {stored} active alert(s) stored"
-                else:
-                    entities = run_monitor_search(client, compiled, int(time.time() * 1000))
-                    where = "monitor search + trigger condition (no Alerting plugin: nothing stored)"
+                monitor_id = monitor_ids[compiled.rule_id]
+                before = active_alerts(client, monitor_id)
+                entities = alerted_entities(client.execute_monitor(monitor_id), compiled.rule_id)
                 if not entities:
+                    continue
+                # The alert as Alerting stored it, read back from its API (not the search result).
+                stored = [
+                    a
+                    for a in written_since(before, active_alerts(client, monitor_id))
+                    if alert_entity(a) in entities
+                ]
+                if not stored:
                     continue
                 fired += 1
                 data = next(r for r in rules if r.rule_id == compiled.rule_id).data
-                click.echo("")
-                click.echo(click.style("ALERT", fg="red", bold=True) + f"  {compiled.name}")
-                click.echo(f"  rule_id    {compiled.rule_id}")
-                click.echo(f"  severity   {data.get('severity')}")
-                click.echo(f"  source     {where}")
-                for entity in entities:
+                for alert in stored:
+                    click.echo("")
+                    click.echo(click.style("ALERT", fg="red", bold=True) + f"  {alert.get('monitor_name')}")
+                    click.echo(
+                        f"  alert id   {alert.get('id')} ({alert.get('state')}, read from the Alerting API)"
+                    )
+                    click.echo(f"  monitor    {alert.get('monitor_id')}, trigger {alert.get('trigger_name')}")
+                    click.echo(f"  rule_id    {compiled.rule_id} (severity {data.get('severity')})")
+                    started = alert.get("start_time")
+                    click.echo(f"  time       {format_ts(int(started)) if started else '-'}")
+                    entity = alert_entity(alert)
                     keys = " / ".join(
                         f"{fields[0]}={value}"
                         for fields, value in zip(compiled.key_fields, entity, strict=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -32,7 +33,20 @@ def format_result(result: dict) -> str:
     type=click.Path(exists=True, path_type=Path),
     help="Rule file or directory (repeatable). Default: detections/.",
 )
-def run(events_path: str, rule_paths: tuple[Path, ...]) -> None:
+@click.option(
+    "--engine",
+    type=click.Choice(["offline", "opensearch"]),
+    default="offline",
+    show_default=True,
+    help="offline: dac's EQL engine; opensearch: the compiled monitors, run by Alerting on --opensearch-url.",
+)
+@click.option(
+    "--opensearch-url",
+    envvar="OPENSEARCH_URL",
+    metavar="URL",
+    help="OpenSearch with Alerting, for --engine opensearch (or OPENSEARCH_URL).",
+)
+def run(events_path: str, rule_paths: tuple[Path, ...], engine: str, opensearch_url: str | None) -> None:
     """Replay events through the rules and print one JSON object per match.
 
     Exit 0 when every rule was evaluated, matched or not. A rule that cannot be evaluated (or a
@@ -51,6 +65,9 @@ def run(events_path: str, rule_paths: tuple[Path, ...]) -> None:
     loaded = load_rules(list(rule_paths))
     if not loaded.rules and not loaded.errors:
         raise click.UsageError("no rule files found under " + ", ".join(str(p) for p in rule_paths))
+    if engine == "opensearch":
+        _run_opensearch(loaded, events_path, opensearch_url)
+        return
 
     status = _Status(enabled=sys.stderr.isatty())
     refused: list = []
@@ -113,3 +130,38 @@ class _Status:
         if self._status is not None:
             self._status.stop()
             self._status = None
+
+
+def _run_opensearch(loaded: Any, events_path: str, url: str | None) -> None:
+    """`--engine opensearch`: the same lines from the compiled monitors on a real cluster; refused rules exit 1."""
+    from deployer.targets.base import TargetError
+    from deployer.targets.opensearch import OpenSearchClient
+    from deployer.targets.opensearch_run import read_stream, repo_templates, run_on_opensearch
+    from deployer.testing.events import EventsError
+
+    if not url:
+        raise click.UsageError("--engine opensearch needs --opensearch-url (or OPENSEARCH_URL)")
+    if loaded.errors:
+        for message in loaded.errors:
+            click.echo(f"error: {message}", err=True)
+        fail(f"{len(loaded.errors)} rule file(s) did not load; nothing was run", EXIT_FAIL)
+    refused = 0
+    try:
+        events = read_stream(events_path)
+        client = OpenSearchClient.from_env(url)
+        try:
+            for result in run_on_opensearch(client, loaded.rules, events, templates=repo_templates()):
+                refused += "refused" in result
+                sys.stdout.write(format_result(result) + "\n")
+        finally:
+            client.close()
+    except EventsError as exc:
+        fail(str(exc), EXIT_FAIL)
+    except TargetError as exc:
+        fail(exc.message, 2, exc.hint)
+    sys.stdout.flush()
+    if refused:
+        click.echo(
+            f"{len(loaded.rules) - refused} of {len(loaded.rules)} rules run, {refused} refused", err=True
+        )
+        sys.exit(EXIT_FAIL)

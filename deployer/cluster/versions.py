@@ -216,7 +216,13 @@ OPENSEARCH = EngineSpec(
     default_transport_port=9300,
     # No security settings: the security plugin is never installed (plain HTTP, no auth), and
     # `plugins.security.disabled` is an unknown setting without it, which the server rejects.
-    settings={},
+    settings={
+        # Alerting renders every monitor's search as a mustache template, compiled once per
+        # distinct query (and per composite page). Tests and `dac verify` run dozens of monitors in
+        # a few minutes, past the default 75/5m, and a tripped limit fails a monitor run with an
+        # empty error. A local test node can afford more.
+        "script.context.template.max_compilations_rate": "1000/1m",
+    },
     modules=OPENSEARCH_MODULES,
     plugins=OPENSEARCH_PLUGINS,
 )

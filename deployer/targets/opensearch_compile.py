@@ -322,11 +322,15 @@ state.ev.add(e);
 # Elasticsearch's matcher: per key, one pending sequence per stage (a newer one overwrites it);
 # an event of stage k takes the stage k-1 sequence (removing it), checks maxspan against the
 # sequence's first event, then moves it to stage k or completes it. Stages are visited from last
-# to first so one event can advance one sequence and start another.
+# to first so one event can advance one sequence and start another. With `params.collect` it
+# returns the completed sequences as lists of `_seq_no` (for `dac run --engine opensearch`)
+# instead of their number.
 _REDUCE_SCRIPT = """
 List ev = new ArrayList();
 for (s in states) { if (s != null) { ev.addAll(s); } }
-if (ev.isEmpty()) { return 0; }
+boolean collect = params.containsKey('collect');
+List out = new ArrayList();
+if (ev.isEmpty()) { return collect ? out : 0; }
 ev.sort((a, b) -> {
   int c = Long.compare((long) a[0], (long) b[0]);
   if (c != 0) { return c; }
@@ -354,7 +358,7 @@ for (int j = 0; j < np; j++) {
   cands.add(c);
   combos *= c.size();
 }
-if (combos == 0) { return 0; }
+if (combos == 0) { return collect ? out : 0; }
 if (combos > params.maxcombos) { combos = params.maxcombos; }
 long total = 0;
 for (long ci = 0; ci < combos; ci++) {
@@ -367,6 +371,7 @@ for (long ci = 0; ci < combos; ci++) {
   }
   long[] start = new long[n];
   boolean[] has = new boolean[n];
+  List[] pend = new List[n];
   for (e in ev) {
     long t = (long) e[0];
     int m = (int) e[1];
@@ -378,18 +383,22 @@ for (long ci = 0; ci < combos; ci++) {
       }
       if (!ok) { continue; }
       if (k == 0) {
-        if (n == 1) { total++; } else { start[0] = t; has[0] = true; }
+        List sq = new ArrayList();
+        if (collect) { sq.add(e[3]); }
+        if (n == 1) { total++; if (collect) { out.add(sq); } } else { start[0] = t; has[0] = true; pend[0] = sq; }
       } else if (has[k - 1]) {
         has[k - 1] = false;
         long st = start[k - 1];
         if (t - st <= params.maxspan) {
-          if (k == n - 1) { total++; } else { start[k] = st; has[k] = true; }
+          List sq = pend[k - 1];
+          if (collect) { sq = new ArrayList(sq); sq.add(e[3]); }
+          if (k == n - 1) { total++; if (collect) { out.add(sq); } } else { start[k] = st; has[k] = true; pend[k] = sq; }
         }
       }
     }
   }
 }
-return total;
+return collect ? out : total;
 """.strip()
 
 # Composite source for a key position whose field differs between steps: every value of every

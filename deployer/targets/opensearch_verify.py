@@ -42,6 +42,7 @@ class FixtureOutcome:
     expected: list[Entity] = field(default_factory=list)
     alerted: list[Entity] = field(default_factory=list)
     persisted: list[Entity] = field(default_factory=list)
+    alert_ids: list[str] = field(default_factory=list)
     ok: bool = False
     message: str = ""
 
@@ -55,6 +56,34 @@ class FixtureOutcome:
             "expected": [list(e) for e in self.expected],
             "alerted": [list(e) for e in self.alerted],
             "persisted": [list(e) for e in self.persisted],
+            "alert_ids": self.alert_ids,
+            "ok": self.ok,
+            "message": self.message,
+        }
+
+
+@dataclass
+class ScheduledCheck:
+    """One rule's monitor run by Alerting's job scheduler (not ``_execute``) on a positive fixture."""
+
+    rule_id: str
+    fixture: str
+    expected: list[Entity] = field(default_factory=list)
+    alerted: list[Entity] = field(default_factory=list)
+    alert_ids: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    ok: bool = False
+    message: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "rule_id": self.rule_id,
+            "fixture": self.fixture,
+            "expected": [list(e) for e in self.expected],
+            "alerted": [list(e) for e in self.alerted],
+            "alert_ids": self.alert_ids,
+            "seconds": self.seconds,
             "ok": self.ok,
             "message": self.message,
         }
@@ -70,11 +99,16 @@ class VerifyReport:
     templates: int = 0
     no_fixtures: list[str] = field(default_factory=list)
     mode: str = "alerting"  # "alerting": monitors deployed and executed; "search": search + trigger only
+    scheduled: ScheduledCheck | None = None
 
     @property
     def ok(self) -> bool:
-        """True when every fixture behaved and every write succeeded."""
-        return all(o.ok for o in self.outcomes) and all(r.ok for r in self.deploy_results)
+        """True when every fixture behaved, every write succeeded and the scheduled run alerted."""
+        return (
+            all(o.ok for o in self.outcomes)
+            and all(r.ok for r in self.deploy_results)
+            and (self.scheduled is None or self.scheduled.ok)
+        )
 
     def counts(self) -> dict[str, int]:
         """Fixture counts: positives alerted/expected, near misses silent/total."""
@@ -100,6 +134,7 @@ class VerifyReport:
             ],
             "deploy": [r.to_dict() for r in self.deploy_results],
             "no_fixtures": self.no_fixtures,
+            "scheduled": self.scheduled.to_dict() if self.scheduled else None,
         }
 
 
@@ -247,9 +282,13 @@ def alerted_entities(result: Mapping[str, Any], rule_id: str) -> list[Entity]:
     """Bucket keys selected by the rule's trigger in an ``_execute`` response."""
     if result.get("error"):
         raise TargetError(f"{rule_id}: monitor run failed: {result['error']}")
-    input_error = (result.get("input_results") or {}).get("error")
-    if input_error:
-        raise TargetError(f"{rule_id}: monitor search failed: {input_error}")
+    inputs = result.get("input_results") or {}
+    input_error = inputs.get("error")
+    # A failed search (a script or query error) comes back from the real plugin as error "" with no
+    # results; the trigger then fails with "Empty list doesn't contain element at index 0".
+    if input_error or (input_error is not None and not inputs.get("results")):
+        reason = input_error or "Alerting gave no reason; the server log has the search exception"
+        raise TargetError(f"{rule_id}: the monitor's search failed when it ran: {reason}")
     out: list[Entity] = []
     for tid, trig in (result.get("trigger_results") or {}).items():
         if tid != trigger_id(rule_id) and len(result.get("trigger_results") or {}) > 1:
@@ -265,14 +304,25 @@ def alerted_entities(result: Mapping[str, Any], rule_id: str) -> list[Entity]:
     return out
 
 
-def persisted_entities(client: OpenSearchClient, monitor_id: str) -> list[Entity]:
-    """Bucket keys of the monitor's ACTIVE alerts."""
-    out: list[Entity] = []
-    for alert in client.alerts(monitor_id, "ACTIVE"):
-        content = alert.get("agg_alert_content") or {}
-        key = tuple(str(v) for v in content.get("bucket_keys") or [])
-        if key and key not in out:
-            out.append(key)
+def active_alerts(client: OpenSearchClient, monitor_id: str) -> dict[str, dict[str, Any]]:
+    """The monitor's ACTIVE alerts from the Alerting API, by alert id."""
+    return {str(a.get("id")): a for a in client.alerts(monitor_id, "ACTIVE") if a.get("id")}
+
+
+def alert_entity(alert: Mapping[str, Any]) -> Entity:
+    """The bucket key (join-key values) of a bucket-level alert."""
+    return tuple(str(v) for v in (alert.get("agg_alert_content") or {}).get("bucket_keys") or [])
+
+
+def written_since(
+    before: Mapping[str, Mapping[str, Any]], after: Mapping[str, Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """Alerts a run created or updated: new ids, or ids whose version went up (Alerting's dedup)."""
+    out = []
+    for alert_id, alert in after.items():
+        old = before.get(alert_id)
+        if old is None or int(alert.get("version") or 0) > int(old.get("version") or 0):
+            out.append(dict(alert))
     return out
 
 
@@ -330,13 +380,15 @@ def events_for_entity(
     return lines
 
 
-def _wait_persisted(client: OpenSearchClient, monitor_id: str, wanted: set[Entity]) -> list[Entity]:
+def _wait_written(
+    client: OpenSearchClient, monitor_id: str, before: Mapping[str, Mapping[str, Any]], wanted: set[Entity]
+) -> list[dict[str, Any]]:
     # Alert documents are written by the run but may take a refresh to be searchable.
     deadline = time.monotonic() + 10
     while True:
-        found = persisted_entities(client, monitor_id)
-        if wanted <= set(found) or time.monotonic() > deadline:
-            return found
+        written = written_since(before, active_alerts(client, monitor_id))
+        if wanted <= {alert_entity(a) for a in written} or time.monotonic() > deadline:
+            return written
         time.sleep(0.5)
 
 
@@ -346,6 +398,11 @@ def _tests(rule: Any) -> list[dict[str, Any]]:
         meta = (getattr(rule, "data", rule) or {}).get("metadata") or {}
     tests = meta.get("tests") or []
     return [t for t in tests if isinstance(t, dict)]
+
+
+# Alerting's shortest schedule; the job scheduler's first run comes one interval after creation.
+SCHEDULED_INTERVAL_MINUTES = 1
+SCHEDULED_TIMEOUT_S = 150.0
 
 
 MODE_ALERTING = "alerting"
@@ -392,8 +449,12 @@ def verify(
     on_outcome: Callable[[FixtureOutcome], None] | None = None,
     keep_events: bool = False,
     search_only: bool = False,
+    scheduled_timeout: float = SCHEDULED_TIMEOUT_S,
 ) -> VerifyReport:
     """Deploy templates and rules, replay every fixture, and check the monitors' alerts.
+
+    Each fixture runs the rule's monitor with ``_execute``; then one positive fixture is left to the
+    job scheduler (``scheduled_check``; ``scheduled_timeout=0`` skips it).
 
     With ``search_only`` (for clusters without the Alerting plugin) no monitor is written: each
     rule's monitor search and trigger condition run on the cluster (``run_monitor_search``) and
@@ -452,11 +513,13 @@ def verify(
                 if search_only:
                     outcome.alerted = run_monitor_search(client, compiled, now_ms)
                 else:
-                    result = client.execute_monitor(monitor_ids[compiled.rule_id])
+                    monitor_id = monitor_ids[compiled.rule_id]
+                    before = active_alerts(client, monitor_id)
+                    result = client.execute_monitor(monitor_id)
                     outcome.alerted = alerted_entities(result, compiled.rule_id)
-                    outcome.persisted = _wait_persisted(
-                        client, monitor_ids[compiled.rule_id], set(outcome.alerted)
-                    )
+                    written = _wait_written(client, monitor_id, before, set(outcome.alerted))
+                    outcome.persisted = list(dict.fromkeys(alert_entity(a) for a in written))
+                    outcome.alert_ids = [str(a["id"]) for a in written]
                 _judge(outcome, require_stored=not search_only)
             except (TargetError, OSError, ValueError, KeyError) as exc:
                 outcome.ok = False
@@ -464,9 +527,74 @@ def verify(
             report.outcomes.append(outcome)
             if on_outcome is not None:
                 on_outcome(outcome)
+    if scheduled_timeout > 0 and not search_only:
+        report.scheduled = scheduled_check(client, rules, report, replay_indices, timeout=scheduled_timeout)
     if not keep_events:
         clear_indices(client, replay_indices)
     return report
+
+
+def scheduled_check(
+    client: OpenSearchClient,
+    rules: Sequence[Any],
+    report: VerifyReport,
+    replay_indices: Iterable[str],
+    *,
+    timeout: float = SCHEDULED_TIMEOUT_S,
+) -> ScheduledCheck | None:
+    """Replay one positive fixture and wait for the job scheduler (not ``_execute``) to raise its alert.
+
+    The rule's own monitor keeps its schedule (usually minutes), so a copy with a 1-minute schedule
+    is stored beside it for the check and deleted afterwards, also on failure. It is owned by dac
+    under a rule id no rule has, so should the deletion itself fail, ``dac deploy --prune`` removes it.
+    """
+    from deployer.testing.events import read_events
+
+    passed = [o for o in report.outcomes if o.expect == "match" and o.ok]
+    if not passed:
+        return None
+    outcome = sorted(passed, key=lambda o: (o.rule_id, o.name))[0]
+    rule = next(r for r in rules if str(getattr(r, "rule_id", "")) == outcome.rule_id)
+    test = next(t for t in _tests(rule) if str(t.get("name") or t.get("events")) == outcome.name)
+    compiled = OpenSearchTarget(client)
+    compiled.desired([rule])
+    body = json.loads(json.dumps(compiled.compiled[outcome.rule_id].monitor))
+    body["name"] = f"{body['name']} (dac verify: scheduled run)"
+    body["enabled"] = True
+    body["schedule"] = {"period": {"interval": SCHEDULED_INTERVAL_MINUTES, "unit": "MINUTES"}}
+    body["ui_metadata"]["dac"]["rule_id"] = f"{outcome.rule_id}#verify-scheduled-run"
+    check = ScheduledCheck(outcome.rule_id, outcome.name, expected=list(outcome.expected))
+    events = [dict(e) for e in read_events(Path(getattr(rule, "path", ".")).parent / str(test.get("events")))]
+    target_compiled = compiled.compiled[outcome.rule_id]
+    clear_indices(client, replay_indices)
+    started = time.monotonic()
+    monitor_id = client.create_monitor(body)
+    try:
+        shifted, _span = shift_events(events, int(time.time() * 1000), target_compiled.timestamp_field)
+        bulk_index(client, replay_index(target_compiled), shifted)
+        wanted = set(check.expected)
+        while True:
+            alerts = list(active_alerts(client, monitor_id).values())
+            check.alerted = list(dict.fromkeys(alert_entity(a) for a in alerts))
+            check.alert_ids = [str(a["id"]) for a in alerts]
+            errors = [a.get("error_message") for a in client.alerts(monitor_id, "ERROR")]
+            if errors:
+                check.message = f"the scheduled run failed: {errors[0]}"
+                break
+            if alerts or time.monotonic() - started > timeout:
+                break
+            time.sleep(2)
+        check.seconds = round(time.monotonic() - started, 1)
+        check.ok = bool(wanted) and set(check.alerted) == wanted
+        if not check.ok and not check.message:
+            check.message = (
+                f"no alert from the job scheduler within {timeout:.0f}s"
+                if not check.alerted
+                else "alerted on " + ", ".join("/".join(e) for e in check.alerted)
+            )
+    finally:
+        client.delete_monitor(monitor_id)
+    return check
 
 
 def _judge(outcome: FixtureOutcome, *, require_stored: bool = True) -> None:

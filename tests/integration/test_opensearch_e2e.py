@@ -109,13 +109,27 @@ def test_deploy_twice_second_writes_nothing(alerting: OpenSearchClient) -> None:
 def test_every_fixture_alerts_for_the_right_entity_and_no_near_miss_does(client: OpenSearchClient) -> None:
     rules = _rules(TEST_RULES, CONTENT)
     # Without Alerting, each monitor's search and trigger condition still run on this cluster.
-    report = verify(client, rules, search_only=not client.has_alerting())
+    with_alerting = client.has_alerting()
+    report = verify(client, rules, search_only=not with_alerting)
     assert report.outcomes, "no fixtures were replayed"
     failures = [f"{o.rule_id} / {o.name} ({o.expect}): {o.message}" for o in report.outcomes if not o.ok]
     assert not failures, "\n".join(failures)
     counts = report.counts()
     assert counts["positive_alerted"] == counts["positive_total"] > 0
     assert counts["near_miss_silent"] == counts["near_miss_total"] > 0
+    if with_alerting:
+        # Every positive fixture has a stored alert, read back from the Alerting API, for its entity.
+        for o in report.outcomes:
+            if o.expect == "match":
+                assert o.alert_ids and set(o.persisted) == set(o.expected), o
+            else:
+                assert o.alert_ids == [], o
+        # One rule also alerted through Alerting's job scheduler, not only through _execute.
+        assert report.scheduled is not None and report.scheduled.ok, report.scheduled
+        assert report.scheduled.alert_ids and report.scheduled.seconds >= 30
+        # The scheduled-run monitor is gone afterwards; only the rules' own monitors remain.
+        owned = [m["ui_metadata"]["dac"]["rule_id"] for _id, m in iter_owned(client)]
+        assert sorted(owned) == sorted({o.rule_id for o in report.outcomes} | set(report.no_fixtures))
     # The test rules include one over alerts and one with `until`: refused, never approximated.
     refused = {r.rule_id: r.construct for r in report.refused}
     assert refused["dac-os-test-over-alerts"] == "rule over other rules' alerts"
@@ -153,3 +167,78 @@ def test_prune_removes_only_owned_monitors(alerting: OpenSearchClient) -> None:
     finally:
         for monitor_id in foreign_ids:
             client.delete_monitor(monitor_id)
+
+
+def test_a_monitor_that_errors_at_run_time_is_reported_for_its_rule(alerting: OpenSearchClient) -> None:
+    from deployer.targets.base import TargetError
+    from deployer.targets.opensearch_verify import alerted_entities, clear_indices, replay_fixture
+    from deployer.testing.events import read_events
+
+    spawn = next(r for r in _rules(TEST_RULES) if r.rule_id == "dac-os-test-app-spawn")
+    compiled = compile_rule(spawn.data, rule_id=spawn.rule_id)
+    body = compiled.monitor
+    test = next(t for t in spawn.metadata["tests"] if t["expect"] == "match")
+    index = replay_fixture(
+        alerting, compiled, [dict(e) for e in read_events(Path(spawn.path).parent / test["events"])]
+    )
+    # A trigger script that only fails when it runs: Alerting stores it, then reports the error.
+    body["triggers"][0]["bucket_level_trigger"]["condition"]["script"]["source"] = "params.sequences.nope > 0"
+    body["name"] = "run-time error probe"
+    body.pop("ui_metadata")
+    monitor_id = alerting.create_monitor(body)
+    try:
+        result = alerting.execute_monitor(monitor_id, dryrun=True)
+        with pytest.raises(TargetError) as err:
+            alerted_entities(result, spawn.rule_id)
+        assert spawn.rule_id in err.value.message and "search failed when it ran" in err.value.message
+    finally:
+        alerting.delete_monitor(monitor_id)
+        clear_indices(alerting, [index])
+
+
+def test_dac_verify_cli_prints_a_table_per_rule_with_alert_ids(alerting: OpenSearchClient) -> None:
+    import re
+
+    from click.testing import CliRunner
+
+    from deployer.cli import main
+
+    result = CliRunner().invoke(
+        main,
+        [
+            "verify",
+            "--opensearch-url",
+            alerting.url,
+            "--no-mappings",
+            "--scheduled-timeout",
+            "0",
+            str(TEST_RULES),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert "dac-os-test-app-spawn" in lines and "dac-os-test-child-network" in lines
+    assert any("ALERT IDS (Alerting API)" in line for line in lines)
+    # A positive fixture's row ends with the id of the alert Alerting stored for it.
+    positives = [line for line in lines if re.search(r"\smatch\s.*\sok\s+\S{20}$", line)]
+    assert positives, result.output
+    assert "rules not compiled: 2" in result.output
+
+
+def test_dac_demo_prints_an_alert_read_back_from_the_alerting_api(alerting: OpenSearchClient) -> None:
+    import re
+
+    from click.testing import CliRunner
+
+    from deployer.cli import main
+
+    result = CliRunner().invoke(main, ["demo", "--opensearch-url", alerting.url])
+    assert result.exit_code == 0, result.output
+    assert "read from the Alerting API" in result.stdout
+    alert_id = re.search(r"alert id\s+(\S+) \(ACTIVE", result.stdout).group(1)
+    monitor_id = re.search(r"monitor\s+(\S+),", result.stdout).group(1)
+    # The printed alert is the one Alerting stores for that monitor.
+    stored = {a["id"]: a for a in alerting.alerts(monitor_id, "ACTIVE")}
+    assert alert_id in stored
+    entity = re.search(r"entity\s+\S+=(\S+)", result.stdout).group(1)
+    assert stored[alert_id]["agg_alert_content"]["bucket_keys"] == [entity]

@@ -287,5 +287,32 @@ def test_alerted_entities_and_judgement():
 def test_monitor_run_errors_surface():
     from deployer.targets.base import TargetError
 
-    with pytest.raises(TargetError, match="monitor search failed"):
+    with pytest.raises(TargetError, match="search failed when it ran"):
         alerted_entities({"input_results": {"error": "script_exception"}}, "x")
+
+
+def test_a_failed_search_with_the_real_plugins_empty_error_is_reported():
+    from deployer.targets.base import TargetError
+
+    # Alerting 2.19.4.0 reports a search exception as error "" with no results.
+    result = {"error": None, "input_results": {"results": [], "error": ""}, "trigger_results": {}}
+    with pytest.raises(
+        TargetError, match="x: the monitor's search failed when it ran: Alerting gave no reason"
+    ):
+        alerted_entities(result, "x")
+    ok = {"error": None, "input_results": {"results": [{"hits": {}}], "error": None}, "trigger_results": {}}
+    assert alerted_entities(ok, "x") == []
+
+
+def test_written_since_counts_new_alerts_and_deduplicated_updates():
+    from deployer.targets.opensearch_verify import alert_entity, written_since
+
+    before = {"a1": {"id": "a1", "version": 1}, "a2": {"id": "a2", "version": 3}}
+    after = {
+        "a1": {"id": "a1", "version": 1},  # untouched: not this run's
+        "a2": {"id": "a2", "version": 4, "agg_alert_content": {"bucket_keys": ["ent-2"]}},  # re-detected
+        "a3": {"id": "a3", "version": 1, "agg_alert_content": {"bucket_keys": ["ent-3"]}},  # new
+    }
+    written = written_since(before, after)
+    assert [a["id"] for a in written] == ["a2", "a3"]
+    assert [alert_entity(a) for a in written] == [("ent-2",), ("ent-3",)]
