@@ -263,6 +263,7 @@ def _saved_plan(
     refused: list[dict[str, Any]],
     paths: Sequence[Path],
     conn: Mapping[str, Any],
+    exceptions: Any,
 ) -> Any:
     """Build the saved plan: bodies to send, observed target state, repository digest."""
     from deployer.targets.config import load_targets
@@ -282,8 +283,10 @@ def _saved_plan(
         paths=_rule_paths(paths, cfg.root),
         root=cfg.root,
         config_file=config_file,
+        # Lists a rule references may be read from outside the planned paths (detections/).
+        extra_files=[Path(x.file.path) for x in [*exceptions.lists.values(), *exceptions.value_lists.values()]],
         refused=refused,
-        object_kind=getattr(target, "object_kind", "rule"),
+        kind_of=target.object_kind,
     )
 
 
@@ -357,7 +360,7 @@ def plan(
     try:
         the_plan, refused = _compute_plan(target, rules, exceptions, prune=prune, adopt=adopt)
         saved = (
-            _saved_plan(target, cfg, the_plan, refused, paths, conn)
+            _saved_plan(target, cfg, the_plan, refused, paths, conn, exceptions)
             if out_file or fmt == "markdown"
             else None
         )
@@ -553,7 +556,12 @@ def _deploy_saved_plan(plan_file: Path, lock_wait: float, fmt: str, conn: Mappin
     from deployer.targets.config import load_targets
 
     _, config_file, _ = load_targets(conn["config_path"])
-    files_now = repository_files([root / p for p in saved.paths], root, [config_file] if config_file else [])
+    # The same files as the plan's digest (those outside the paths too), plus any new one under them.
+    files_now = repository_files(
+        [root / p for p in saved.paths],
+        root,
+        [*([config_file] if config_file else []), *(root / rel for rel in saved.files)],
+    )
     moved = repository_changes(saved.files, files_now)
     if moved:
         refuse(

@@ -18,11 +18,18 @@ Contract:
 - `Target.apply(plan, progress)` performs the writes the plan calls for with as few requests as the
   target allows and returns one `Result` per rule it touched; it never raises for a per-rule
   failure, only for a whole-target failure (`TargetError`).
+- Saved plans (`deployer.targets.saved_plan`): `payload(key)` is the exact body `apply` sends for
+  a create or update (after `desired()`), `load_payloads({key: body})` makes a saved plan's bodies
+  the ones `apply` sends, `observed(key)` is the object's state as `read_current` last saw it (its
+  server id, the API's version markers and a digest; None when absent), `object_kind(key)` names
+  what the key is (`rule`, `monitor`, `exception_list`, `exception_item`), and
+  `lock(holder, wait=...)` is a context manager holding the target's deploy lock.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -92,6 +99,26 @@ class Target(Protocol):
 
     def apply(self, plan: Plan, progress: ProgressCallback | None = None) -> list[Result]:
         """Perform the plan's writes and return per-rule results."""
+        ...
+
+    def payload(self, key: str) -> dict[str, Any]:
+        """Return the exact body `apply` sends for a create or update."""
+        ...
+
+    def load_payloads(self, bodies: Mapping[str, Mapping[str, Any]]) -> None:
+        """Send these bodies (a saved plan's) instead of the ones `desired()` built."""
+        ...
+
+    def observed(self, key: str) -> dict[str, Any] | None:
+        """Return the object's state as last read (id, version markers, digest), None when absent."""
+        ...
+
+    def object_kind(self, key: str) -> str:
+        """Return what a plan key names (rule, monitor, exception_list, exception_item)."""
+        ...
+
+    def lock(self, holder: str, *, wait: float) -> AbstractContextManager[None]:
+        """Hold the target's deploy lock, waiting up to `wait` seconds for another run to finish."""
         ...
 
     def close(self) -> None:

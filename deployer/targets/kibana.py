@@ -357,6 +357,14 @@ class KibanaTarget:
         self._desired.update(kx.desired_objects(catalogue, self.cfg.root))
         return dict(self._desired)
 
+    def object_kind(self, key: str) -> str:
+        """What a plan key names: `rule`, `exception_list` or `exception_item`."""
+        return kx.kind_of(key)
+
+    def load_payloads(self, bodies: Mapping[str, Mapping[str, Any]]) -> None:
+        """Use a saved plan's bodies as the desired ones (read_current looks up list namespaces there)."""
+        self._desired.update({key: dict(body) for key, body in bodies.items()})
+
     def payload(self, rule_id: str) -> dict[str, Any]:
         """Return the exact body `apply` sends for a rule (after `desired`)."""
         return self._desired[rule_id]

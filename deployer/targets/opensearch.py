@@ -335,7 +335,6 @@ class OpenSearchTarget:
     """The OpenSearch Alerting target for ``dac plan``/``dac deploy`` (see deployer.targets.base)."""
 
     kind = "opensearch"
-    object_kind = "monitor"
     # The rule version is informational: a change to it alone does not rewrite a monitor.
     compare_ignore: Collection[str] = ("ui_metadata.dac.rule_version",)
 
@@ -399,6 +398,10 @@ class OpenSearchTarget:
     def owned(self, body: Mapping[str, Any]) -> bool:
         """True when the (normalised or raw) monitor carries the name prefix and the marker."""
         return is_owned(body)
+
+    def object_kind(self, key: str) -> str:
+        """What a plan key names here: always a monitor."""
+        return "monitor"
 
     def payload(self, rule_id: str) -> dict[str, Any]:
         """The exact monitor body ``apply`` sends for a rule (after ``desired``)."""

@@ -9,8 +9,6 @@ sent; nothing is recomputed from the working tree.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,16 +34,6 @@ class ApplyOutcome:
         return [r for r in self.results if not r.ok]
 
 
-@contextlib.contextmanager
-def _locked(target: Any, holder: str, wait: float) -> Iterator[None]:
-    lock = getattr(target, "lock", None)
-    if lock is None:
-        yield
-        return
-    with lock(holder, wait=wait):
-        yield
-
-
 def apply_saved_plan(
     target: Any,
     saved: SavedPlan,
@@ -56,14 +44,14 @@ def apply_saved_plan(
 ) -> ApplyOutcome:
     """Under the target's deploy lock, re-read what the plan touches and apply it only if unchanged."""
     ids = [rec["id"] for rec in saved.changes]
-    with _locked(target, holder, lock_wait):
+    with target.lock(holder, wait=lock_wait):
+        target.load_payloads(
+            {rec["id"]: rec["desired"] for rec in saved.changes if rec.get("desired") is not None}
+        )
         target.read_current(ids)
         stale = staleness(saved, {rid: target.observed(rid) for rid in ids})
         if stale:
             return ApplyOutcome(stale=stale)
-        load = getattr(target, "load_payloads", None)
-        if load is not None:
-            load({rec["id"]: rec["desired"] for rec in saved.changes if rec.get("desired") is not None})
         if not ids:
             return ApplyOutcome()
         return ApplyOutcome(results=target.apply(saved.to_plan(), progress))

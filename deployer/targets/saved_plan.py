@@ -4,8 +4,8 @@ A saved plan is one JSON document (format `dac-plan/1`):
 - `dac_version`, `created_at`;
 - `target`: `{kind, name, url, space}` (no credentials: they never enter a plan);
 - `repository`: the rule paths planned (relative to the repository root), the git commit when
-  there is one, and `files`: the sha256 of every rule and exception file under those paths plus
-  dac.yaml, folded into one `digest`;
+  there is one, and `files`: the sha256 of every rule and exception file under those paths, of
+  exception files read from elsewhere and of dac.yaml, folded into one `digest`;
 - `options` (`prune`, `adopt`), `summary`, `refused` (rules the target cannot express);
 - `changes`: one generic record per write, `{kind, id, action, name, fields, desired, observed}`,
   where `desired` is the exact body that will be sent and `observed` the target's state the
@@ -27,7 +27,7 @@ import copy
 import hashlib
 import json
 import subprocess
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -234,16 +234,17 @@ def build_saved_plan(
     paths: Sequence[Path],
     root: Path,
     config_file: Path | None,
+    extra_files: Sequence[Path] = (),
     refused: Sequence[Mapping[str, Any]] = (),
-    object_kind: str = "rule",
+    kind_of: Callable[[str], str] = lambda _id: "rule",
 ) -> SavedPlan:
     """Turn a computed plan plus the target's observed state into a saved plan document."""
-    files = repository_files(paths, root, [config_file] if config_file else [])
+    files = repository_files(paths, root, [*([config_file] if config_file else []), *extra_files])
     changes = []
     for c in plan.writes:
         changes.append(
             {
-                "kind": object_kind,
+                "kind": kind_of(c.rule_id),
                 "id": c.rule_id,
                 "action": c.action,
                 "name": c.name,
@@ -255,7 +256,7 @@ def build_saved_plan(
         )
     others = [
         {
-            "kind": object_kind,
+            "kind": kind_of(c.rule_id),
             "id": c.rule_id,
             "action": c.action,
             "name": c.name,

@@ -353,3 +353,87 @@ def test_a_held_lock_makes_deploy_wait_then_give_up(kibana, env, dac, tmp_path: 
     run = dac("deploy", "--plan", str(plan_file), "--lock-wait", "0", env=env)
     assert run.exit_code == 0, run.stderr
     assert kibana.state.value_lists["default"] == {}
+
+
+# ---------------------------------------------------------------- exception lists in saved plans
+
+EXCEPTION_LIST = """\
+list_id: approved-tools
+name: Approved tools
+description: Tools the admins run on purpose
+items:
+  - item_id: tool-0001-admin
+    name: tool0001 run by the admin
+    description: scheduled maintenance
+    entries:
+      - {field: user.name, type: match, operator: included, value: admin}
+"""
+
+
+def _exceptions_repo(tmp_path: Path) -> Path:
+    rules = write_rules(tmp_path, 2)
+    ref = "exceptions_list:\n  - list_id: approved-tools\n"
+    (rules / "windows" / "rule_0001.yaml").write_text(rule_yaml(1, extra=ref), encoding="utf-8")
+    (rules / "exceptions").mkdir()
+    (rules / "exceptions" / "approved.yaml").write_text(EXCEPTION_LIST, encoding="utf-8")
+    return rules
+
+
+def test_exception_lists_and_items_are_change_records_of_their_own_kind(kibana, env, dac, tmp_path: Path):
+    rules = _exceptions_repo(tmp_path)
+    assert dac("deploy", str(rules), env=env).exit_code == 0
+    listing = rules / "exceptions" / "approved.yaml"
+    listing.write_text(
+        EXCEPTION_LIST.replace("scheduled maintenance", "nightly maintenance"), encoding="utf-8"
+    )
+    plan_file = tmp_path / "plan.json"
+    run = dac("plan", str(rules), "--out", str(plan_file), env=env)
+    assert run.exit_code == 3, run.stdout + run.stderr
+    doc = json.loads(plan_file.read_text())
+    assert "detections/exceptions/approved.yaml" in doc["repository"]["files"]
+    (change,) = doc["changes"]
+    assert (change["kind"], change["id"], change["action"]) == (
+        "exception_item",
+        "exception-item:tool-0001-admin",
+        "update",
+    )
+    stored = kibana.state.exceptions.items[("default", "single")]["tool-0001-admin"]
+    assert change["observed"]["_version"] == stored["_version"]
+    md = dac("show", str(plan_file), "--format", "markdown").stdout
+    assert "| ~ update | exception_item | `exception-item:tool-0001-admin` |" in md
+
+    # Someone edits the item in Kibana: its _version moves, the plan is refused.
+    stored["description"] = "edited in Kibana"
+    stored["_version"] = kibana.state.exceptions.next_version()
+    kibana.reset_counts()
+    refused = dac("deploy", "--plan", str(plan_file), env=env)
+    assert refused.exit_code == 1
+    assert (
+        "exception_item exception-item:tool-0001-admin: changed in the target since the plan (_version"
+        in refused.stderr
+    )
+    assert kibana.writes == 0
+
+    replanned = dac("plan", str(rules), "--out", str(plan_file), env=env)
+    assert replanned.exit_code == 3
+    applied = dac("deploy", "--plan", str(plan_file), env=env)
+    assert applied.exit_code == 0, applied.stdout + applied.stderr
+    item = kibana.state.exceptions.items[("default", "single")]["tool-0001-admin"]
+    assert item["description"] == "nightly maintenance"
+    assert dac("plan", str(rules), env=env).exit_code == 0
+
+
+def test_an_exception_list_read_from_outside_the_planned_paths_is_in_the_digest(
+    kibana, env, dac, tmp_path: Path
+):
+    rules = _exceptions_repo(tmp_path)
+    plan_file = tmp_path / "plan.json"
+    # Only detections/windows is planned; the list its rule references lives in detections/exceptions.
+    assert dac("plan", str(rules / "windows"), "--out", str(plan_file), env=env).exit_code == 3
+    assert "detections/exceptions/approved.yaml" in json.loads(plan_file.read_text())["repository"]["files"]
+    listing = rules / "exceptions" / "approved.yaml"
+    listing.write_text(EXCEPTION_LIST.replace("admin}", "root}"), encoding="utf-8")
+    run = dac("deploy", "--plan", str(plan_file), env=env)
+    assert run.exit_code == 1
+    assert "detections/exceptions/approved.yaml: changed since the plan" in run.stderr
+    assert kibana.writes == 0
