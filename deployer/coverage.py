@@ -142,6 +142,8 @@ class RuleCoverage:
     step_kinds: list[list[str]]
     analytic_steps: dict[str, list[str]] = field(default_factory=dict)
     file_types: list[str] = field(default_factory=list)
+    # AN/DET ids the rule counts for: its own, plus (for a building block) its readers'.
+    claims: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready view."""
@@ -202,6 +204,54 @@ class CoverageReport:
             }
         return out
 
+    def strategy_matrix(self) -> dict[str, dict[str, Any]]:
+        """Per detection strategy the rules name (directly or through an analytic), from ATT&CK's
+        data: the technique it detects and, per analytic, its platforms and the rules covering it.
+
+        A rule covers an analytic it names, or one of a strategy it names whose platforms include
+        one of the rule's platforms.
+        """
+        table = attack.table()
+        named: list[str] = []
+        for r in self.rules:
+            for ident in r.claims:
+                det = (
+                    ident
+                    if ident in table.strategies
+                    else getattr(table.analytics.get(ident), "strategy", None)
+                )
+                if det and det not in named:
+                    named.append(det)
+        out: dict[str, dict[str, Any]] = {}
+        for det in sorted(named):
+            strategy = table.strategies[det]
+            technique = table.techniques[strategy.technique]
+            analytics: dict[str, dict[str, Any]] = {}
+            for an in strategy.analytics:
+                platforms = table.analytics[an].platforms
+                covering = [
+                    r
+                    for r in self.rules
+                    if an in r.claims
+                    or (
+                        det in r.claims
+                        and any(attack.PLATFORM_NAMES.get(p) in platforms for p in r.platforms)
+                    )
+                ]
+                analytics[an] = {
+                    "platforms": list(platforms),
+                    "alerting": [r.rule_id for r in covering if not r.building_block],
+                    "building_blocks": [r.rule_id for r in covering if r.building_block],
+                }
+            out[det] = {
+                "name": strategy.name,
+                "technique": technique.id,
+                "technique_name": technique.name,
+                "analytics": analytics,
+                "covered": sum(1 for a in analytics.values() if a["alerting"]),
+            }
+        return out
+
     def technique_matrix(self) -> dict[str, list[str]]:
         """technique ID → rule ids mapping it."""
         out: dict[str, list[str]] = {}
@@ -250,6 +300,8 @@ class CoverageReport:
             "file_types": self.file_type_matrix(),
             "platforms": self.platform_matrix(),
             "techniques": self.technique_matrix(),
+            "strategies": self.strategy_matrix(),
+            "attack_version": attack.table().version,
             "gaps": self.gaps(),
             "errors": self.errors,
         }
@@ -423,6 +475,7 @@ def compute(rules: Iterable[Any], errors: Iterable[str] = ()) -> CoverageReport:
                 step_kinds=kinds,
                 analytic_steps={k: v for k, v in analytic_steps.items() if v},
                 file_types=_file_types(rule),
+                claims=sorted(i for i in claimed if i.startswith(("AN", "DET"))),
             )
         )
     report.sort(key=lambda r: (r.building_block, r.rule_id))
@@ -467,6 +520,22 @@ def render_text(report: CoverageReport) -> str:
         cells = "; ".join(f"{p}: {', '.join(who) or 'NONE'}" for p, who in platforms.items())
         lines.append(f"  {kind}: {cells}")
     lines.append("")
+    lines.append(
+        f"Detection strategies (ATT&CK v{attack.table().version}): analytics covered by alerting rules"
+    )
+    for det, spec in report.strategy_matrix().items():
+        lines.append(
+            f"  {det} ({spec['technique']} {spec['technique_name']}): "
+            f"{spec['covered']} of {len(spec['analytics'])} analytics covered - {spec['name']}"
+        )
+        for an, who in spec["analytics"].items():
+            blocks = (
+                f" (building blocks: {', '.join(who['building_blocks'])})" if who["building_blocks"] else ""
+            )
+            lines.append(
+                f"    {an} [{', '.join(who['platforms'])}]: {', '.join(who['alerting']) or 'not covered'}{blocks}"
+            )
+    lines.append("")
     lines.append("ATT&CK techniques")
     for technique, who in report.technique_matrix().items():
         lines.append(f"  {technique}: {', '.join(who)}")
@@ -492,6 +561,21 @@ def navigator_layer(report: CoverageReport, name: str = "dac detection coverage"
                 if label not in entry["rules"]:
                     entry["rules"].append(label)
                     entry["alerting"] += 0 if r.building_block else 1
+    # Which analytics of each named detection strategy are covered, on the technique it detects.
+    strategy_notes: dict[str, list[dict[str, str]]] = {}
+    for det, spec in report.strategy_matrix().items():
+        for an, who in spec["analytics"].items():
+            state = ", ".join(who["alerting"]) if who["alerting"] else "not covered"
+            strategy_notes.setdefault(spec["technique"], []).append(
+                {"name": f"{det} {an} ({', '.join(who['platforms'])})", "value": state}
+            )
+    for technique in strategy_notes:
+        if not any(key[0] == technique for key in entries):
+            tactic_ids = attack.table().techniques[technique].tactics
+            entries[(technique, TACTIC_SHORTNAMES.get(tactic_ids[0]) if tactic_ids else None)] = {
+                "rules": [],
+                "alerting": 0,
+            }
     techniques = []
     for (technique, tactic), entry in sorted(entries.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
         item: dict[str, Any] = {
@@ -500,7 +584,8 @@ def navigator_layer(report: CoverageReport, name: str = "dac detection coverage"
             "color": "",
             "comment": "Rules: " + ", ".join(entry["rules"]),
             "enabled": True,
-            "metadata": [{"name": "rule", "value": rule} for rule in entry["rules"]],
+            "metadata": [{"name": "rule", "value": rule} for rule in entry["rules"]]
+            + strategy_notes.get(technique, []),
             "links": [],
             "showSubtechniques": True,
         }
@@ -511,9 +596,10 @@ def navigator_layer(report: CoverageReport, name: str = "dac detection coverage"
     max_score = max((t["score"] for t in techniques), default=1) or 1
     return {
         "name": name,
-        "versions": {"attack": "19", "navigator": "5.1.0", "layer": "4.5"},
+        "versions": {"attack": attack.table().version.split(".")[0], "navigator": "5.1.0", "layer": "4.5"},
         "domain": "enterprise-attack",
-        "description": "Techniques mapped by the repository's rules; score = alerting rules (building blocks listed, not scored).",
+        "description": "Techniques mapped by the repository's rules; score = alerting rules (building blocks listed, "
+        "not scored); metadata lists each analytic of the detection strategies the rules name and who covers it.",
         "filters": {"platforms": [NAVIGATOR_PLATFORMS.get(p, p) for p in platforms]},
         "sorting": 0,
         "layout": {
