@@ -149,3 +149,46 @@ def test_deploy_plan_update_prune_export_round_trip(
     assert len(list(out.glob("*.yaml"))) == 24
     round_trip = _dac(tmp_path, monkeypatch, "plan", str(out), "--space", space)
     assert round_trip.exit_code == 0, round_trip.output
+
+
+def test_value_list_create_is_create_if_absent(space: str):
+    # The deploy lock rests on this: a second create of the same value-list id is refused (409).
+    url = f"{os.environ['KIBANA_URL'].rstrip('/')}/s/{space}"
+    body = {"id": "dac-it-lock-probe", "name": "probe", "description": "probe", "type": "keyword"}
+    with _session() as s:
+        s.post(f"{url}/api/lists/index", timeout=30)  # 200, or 409 when it exists
+        first = s.post(f"{url}/api/lists", json=body, timeout=30)
+        second = s.post(f"{url}/api/lists", json=body, timeout=30)
+        s.delete(f"{url}/api/lists", params={"id": "dac-it-lock-probe"}, timeout=30)
+    assert first.status_code == 200, first.text
+    assert second.status_code == 409, second.text
+
+
+def test_saved_plan_applies_once_and_refuses_when_kibana_moved(
+    space: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    rules = tmp_path / "detections" / "windows"
+    rules.mkdir(parents=True)
+    for i in range(100, 103):
+        (rules / f"r{i:03d}.yaml").write_text(_rule(i), encoding="utf-8")
+    saved = _dac(tmp_path, monkeypatch, "plan", "detections", "--space", space, "--out", "plan.json")
+    assert saved.exit_code == 3, saved.output
+    applied = _dac(tmp_path, monkeypatch, "deploy", "--plan", "plan.json", "--space", space)
+    assert applied.exit_code == 0, applied.output
+    assert _dac(tmp_path, monkeypatch, "plan", "detections", "--space", space).exit_code == 0
+    twice = _dac(tmp_path, monkeypatch, "deploy", "--plan", "plan.json", "--space", space)
+    assert twice.exit_code == 1
+    assert "the plan creates it, but it now exists in the target" in twice.output
+
+    (rules / "r101.yaml").write_text(_rule(101, severity="high"), encoding="utf-8")
+    assert (
+        _dac(tmp_path, monkeypatch, "plan", "detections", "--space", space, "--out", "plan.json").exit_code
+        == 3
+    )
+    url = f"{os.environ['KIBANA_URL'].rstrip('/')}/s/{space}/api/detection_engine/rules"
+    with _session() as s:  # someone edits the rule in Kibana after the review
+        resp = s.patch(url, json={"rule_id": "dac-it-rule-101", "description": "edited by hand"}, timeout=30)
+        assert resp.status_code == 200, resp.text
+    stale = _dac(tmp_path, monkeypatch, "deploy", "--plan", "plan.json", "--space", space)
+    assert stale.exit_code == 1
+    assert "rule dac-it-rule-101: changed in the target since the plan (revision" in stale.output
