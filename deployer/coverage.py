@@ -25,14 +25,11 @@ from typing import Any
 from deployer.eql import ast
 from deployer.rules import attack
 
-# The ATT&CK v18.1 analytics the content is measured against, each with the steps of its chain
-# (from the analytic's description) and the detection strategy and technique it belongs to.
-ANALYTICS: dict[str, dict[str, Any]] = {
+# The ATT&CK v18.1 analytics the content is measured against and the steps of each chain, as we
+# read the analytic's description. Strategy, technique and platforms come from the ATT&CK table.
+_ANALYTIC_STEPS: dict[str, dict[str, Any]] = {
     "AN1314": {
-        "strategy": "DET0478",
-        "technique": "T1204",
         "title": "User app -> file in user-writable path -> LOLBin/installer -> immediate network",
-        "platforms": ["windows"],
         "steps": {
             "1": "user-facing app (Office/PDF/archiver/browser) starts the chain",
             "2": "downloaded/extracted file created in a user-writable path",
@@ -41,36 +38,45 @@ ANALYTICS: dict[str, dict[str, Any]] = {
         },
     },
     "AN0819": {
-        "strategy": "DET0294",
-        "technique": "T1204.002",
         "title": "Opened/downloaded file in a user path -> new or unusual child of the handler (Windows)",
-        "platforms": ["windows"],
         "steps": {
             "1": "a file delivered by mail/web/chat/share is created in a user-controlled path",
             "2": "the handling application spawns a new or unusual child",
         },
     },
     "AN0820": {
-        "strategy": "DET0294",
-        "technique": "T1204.002",
         "title": "Downloaded document/installer created -> exec of a suspicious utility (macOS)",
-        "platforms": ["macos"],
         "steps": {
             "1": "file created in ~/Downloads, ~/Library containers or a mounted image",
             "2": "exec of a suspicious utility (osascript, shell, curl) from that lineage",
         },
     },
     "AN0821": {
-        "strategy": "DET0294",
-        "technique": "T1204.002",
         "title": "New file in ~/Downloads or /tmp -> execve of a risky interpreter/loader (Linux)",
-        "platforms": ["linux"],
         "steps": {
             "1": "a desktop application writes or opens a new file in ~/Downloads, /tmp or removable media",
             "2": "execve of a risky interpreter or loader by that application",
         },
     },
 }
+
+
+def _with_attack_facts(steps: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    table = attack.table()
+    platform_keys = {name: key for key, name in attack.PLATFORM_NAMES.items()}
+    out = {}
+    for analytic_id, spec in steps.items():
+        analytic = table.analytics[analytic_id]
+        out[analytic_id] = {
+            **spec,
+            "strategy": analytic.strategy,
+            "technique": table.strategies[analytic.strategy].technique,
+            "platforms": [platform_keys.get(p, p.lower()) for p in analytic.platforms],
+        }
+    return out
+
+
+ANALYTICS: dict[str, dict[str, Any]] = _with_attack_facts(_ANALYTIC_STEPS)
 
 # File types DET0294 names, the platforms each exists on, and the extensions that stand for it.
 # A positive fixture test declares the type it delivers (`file_type`); coverage counts those.

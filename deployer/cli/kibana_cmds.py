@@ -142,7 +142,9 @@ def _prepare(
     _setup_logging(conn["verbose"])
     cfg = _resolve(conn)
     rule_paths = _rule_paths(paths, cfg.root)
-    rules, findings = _load_rules(rule_paths, cfg, full_validation=full_validation, config_path=conn["config_path"])
+    rules, findings = _load_rules(
+        rule_paths, cfg, full_validation=full_validation, config_path=conn["config_path"]
+    )
     referenced = {lid for rule in rules for lid in referenced_list_ids(rule)}
     exceptions, problems = catalogue_for(rule_paths, referenced, cfg.root / DEFAULT_RULES_DIR)
     if not full_validation:
@@ -284,7 +286,9 @@ def _saved_plan(
         root=cfg.root,
         config_file=config_file,
         # Lists a rule references may be read from outside the planned paths (detections/).
-        extra_files=[Path(x.file.path) for x in [*exceptions.lists.values(), *exceptions.value_lists.values()]],
+        extra_files=[
+            Path(x.file.path) for x in [*exceptions.lists.values(), *exceptions.value_lists.values()]
+        ],
         refused=refused,
         kind_of=target.object_kind,
     )

@@ -22,7 +22,14 @@ def tunables(paths: tuple[Path, ...], config_path: Path | None, write: bool) -> 
     """
     from deployer.rules.findings import ERROR
     from deployer.rules.loader import load_rule_files
-    from deployer.rules.tunables import TunablesError, find, load_tunables, problems, render_file
+    from deployer.rules.tunables import (
+        TunablesError,
+        find,
+        is_attack_element,
+        load_tunables,
+        problems,
+        render_file,
+    )
 
     config, targets = load_repo_config(config_path, paths)
     path = config.validation.tunables
@@ -58,5 +65,8 @@ def tunables(paths: tuple[Path, ...], config_path: Path | None, write: bool) -> 
             click.echo(f"{rule.path}: {rule.rule_id}: {message}")
         stale += len(issues)
     for name, rules in used.items():
-        click.echo(f"{name} ({path.name}:{table[name].line}): {', '.join(rules) or 'not used by any rule'}")
+        origin = "ATT&CK" if is_attack_element(name) else "ours"
+        click.echo(
+            f"{name} [{origin}] ({path.name}:{table[name].line}): {', '.join(rules) or 'not used by any rule'}"
+        )
     sys.exit(1 if stale else 0)

@@ -320,7 +320,9 @@ def to_list_document(lst: Mapping[str, Any], items: Sequence[Mapping[str, Any]])
     """The exception list file mapping for a Kibana list and its items (what a person would write)."""
     body = normalise_list(lst)
     _unmark(body)
-    doc: dict[str, Any] = {k: body[k] for k in ("list_id", "name", "description", "type", "namespace_type") if k in body}
+    doc: dict[str, Any] = {
+        k: body[k] for k in ("list_id", "name", "description", "type", "namespace_type") if k in body
+    }
     doc.update({k: v for k, v in body.items() if k not in doc})
     doc["items"] = []
     for raw in sorted(items, key=lambda i: (str(i.get("created_at", "")), str(i.get("item_id")))):
@@ -347,7 +349,8 @@ def list_documents(objects: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]
                 i
                 for i in items
                 if i["list_id"] == lst["list_id"]
-                and (i.get("namespace_type") or DEFAULT_NAMESPACE) == (lst.get("namespace_type") or DEFAULT_NAMESPACE)
+                and (i.get("namespace_type") or DEFAULT_NAMESPACE)
+                == (lst.get("namespace_type") or DEFAULT_NAMESPACE)
             ],
         )
         for lst in lists
@@ -357,7 +360,8 @@ def list_documents(objects: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]
 def rule_file_references(refs: Sequence[Any]) -> list[Any]:
     """A rule's exceptions_list as written in a rule file: the stored list's id is left out."""
     return [
-        {k: v for k, v in r.items() if k != "id"} if isinstance(r, Mapping) and r.get("list_id") else r for r in refs
+        {k: v for k, v in r.items() if k != "id"} if isinstance(r, Mapping) and r.get("list_id") else r
+        for r in refs
     ]
 
 

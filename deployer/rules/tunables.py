@@ -24,6 +24,8 @@ from typing import Any
 
 import yaml
 
+from deployer.rules import attack
+
 MARKER = re.compile(r"/\*\s*tunable:\s*([A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)+)\s*\*/[ \t]*")
 _DURATION = re.compile(r"[0-9]+(?:ms|s|m|h|d)")
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
@@ -99,11 +101,16 @@ def load_tunables(path: Path) -> dict[str, Tunable]:
         walked = list(_walk(doc, ()))
     except TunablesError as exc:
         raise TunablesError(f"{path}:{exc}") from exc
+    analytics = attack.table().analytics
     for name, value, line in walked:
         dotted = ".".join(name)
         where = f"{path}:{line}: {dotted}"
         if len(name) < 2:
             raise TunablesError(f"{where}: an analytic maps element names to values")
+        if name[0] not in analytics:
+            raise TunablesError(
+                f"{where}: {name[0]} is not an ATT&CK analytic (top-level keys are analytic IDs)"
+            )
         if isinstance(value, str):
             if not _DURATION.fullmatch(value):
                 raise TunablesError(
@@ -122,6 +129,13 @@ def load_tunables(path: Path) -> dict[str, Tunable]:
                 f"{where}: expected a list of strings or a duration, got {type(value).__name__}"
             )
     return out
+
+
+def is_attack_element(name: str) -> bool:
+    """Whether ``name`` (AN….Element[.sub]) is one of the analytic's own ATT&CK tunable elements."""
+    parts = name.split(".")
+    analytic = attack.table().analytics.get(parts[0])
+    return analytic is not None and len(parts) > 1 and parts[1] in analytic.mutable
 
 
 def _walk(node: dict[Any, Any], prefix: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], Any, int]]:

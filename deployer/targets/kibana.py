@@ -407,7 +407,11 @@ class KibanaTarget:
             current[key] = kx.normalise_item(obj)
         for key, obj in self._raw_exceptions.items():
             # Lists and items carry Elasticsearch's `_version`, which moves on every write.
-            self._observed[key] = {"id": obj.get("id"), "_version": obj.get("_version"), "digest": sha256_of(current[key])}
+            self._observed[key] = {
+                "id": obj.get("id"),
+                "_version": obj.get("_version"),
+                "digest": sha256_of(current[key]),
+            }
         return current
 
     def owned(self, body: Mapping[str, Any]) -> bool:
@@ -451,14 +455,20 @@ class KibanaTarget:
         """Write the lists (then items) of the given actions; deletes go items first, lists last."""
         api = self.exceptions_api
         results: list[Result] = []
-        kinds = ("exception_list", "exception_item") if DELETE not in actions else ("exception_item", "exception_list")
+        kinds = (
+            ("exception_list", "exception_item")
+            if DELETE not in actions
+            else ("exception_item", "exception_list")
+        )
         failed_lists: set[str] = set()
         for kind in kinds:
             for c in kx.iter_writes(writes, kind, actions):
                 body = dict(c.desired or {})
                 current = self._raw_exceptions.get(c.rule_id) or {}
                 if kind == "exception_item" and body.get("list_id") in failed_lists:
-                    results.append(Result(c.rule_id, c.action, False, f"its list {body['list_id']!r} was not written"))
+                    results.append(
+                        Result(c.rule_id, c.action, False, f"its list {body['list_id']!r} was not written")
+                    )
                     continue
                 try:
                     self._write_exception(api, kind, c.action, body, current, c.rule_id)
@@ -474,20 +484,37 @@ class KibanaTarget:
         return results
 
     def _write_exception(
-        self, api: kx.ExceptionsApi, kind: str, action: str, body: dict[str, Any], current: Mapping[str, Any], key: str
+        self,
+        api: kx.ExceptionsApi,
+        kind: str,
+        action: str,
+        body: dict[str, Any],
+        current: Mapping[str, Any],
+        key: str,
     ) -> None:
         route = kx.LISTS if kind == "exception_list" else kx.ITEMS
         if action == DELETE:
-            ident = {"list_id": current.get("list_id")} if kind == "exception_list" else {"item_id": current.get("item_id")}
-            api.write("DELETE", route, params={**ident, "namespace_type": current.get("namespace_type") or "single"})
+            ident = (
+                {"list_id": current.get("list_id")}
+                if kind == "exception_list"
+                else {"item_id": current.get("item_id")}
+            )
+            api.write(
+                "DELETE", route, params={**ident, "namespace_type": current.get("namespace_type") or "single"}
+            )
         elif action == CREATE:
             api.write("POST", route, json=body)
         else:
             if kind == "exception_item":
                 # A comment keeps its id to stay; one without an id is added (comments cannot be edited).
-                ids = {c.get("comment"): c.get("id") for c in current.get("comments") or [] if isinstance(c, Mapping)}
+                ids = {
+                    c.get("comment"): c.get("id")
+                    for c in current.get("comments") or []
+                    if isinstance(c, Mapping)
+                }
                 body["comments"] = [
-                    {**c, "id": ids[c["comment"]]} if ids.get(c["comment"]) else c for c in body.get("comments") or []
+                    {**c, "id": ids[c["comment"]]} if ids.get(c["comment"]) else c
+                    for c in body.get("comments") or []
                 ]
             if current.get("_version"):
                 body["_version"] = current["_version"]
@@ -506,10 +533,14 @@ class KibanaTarget:
         toggles = [c for c in plan.changes if c.action == UPDATE and c.changed_paths() == {"enabled"}]
         deletes = plan.of(DELETE)
         blocked = [
-            c for c in imports if any(f"{kx.LIST_KEY}{r.get('list_id')}" in failed_lists for r in _refs(c.desired))
+            c
+            for c in imports
+            if any(f"{kx.LIST_KEY}{r.get('list_id')}" in failed_lists for r in _refs(c.desired))
         ]
         for c in blocked:
-            results.append(Result(c.rule_id, c.action, False, "an exception list it references was not written"))
+            results.append(
+                Result(c.rule_id, c.action, False, "an exception list it references was not written")
+            )
         imports = [c for c in imports if c not in blocked]
         if imports:
             outcome = self.client.import_rules(

@@ -249,9 +249,25 @@ def _events(path: Path) -> Path:
     """Two chains of tool0001.exe: one by the admin (excepted), one by bob (a true positive)."""
     docs = []
     for n, (user, entity) in enumerate((("admin", "p-admin"), ("bob", "p-bob"))):
-        base = {"user": {"name": user}, "host": {"name": "ws-1"}, "process": {"entity_id": entity, "name": "tool0001.exe"}}
-        docs.append({**base, "@timestamp": f"2026-01-01T00:00:0{2 * n}Z", "event": {"id": f"{user}-1", "category": ["process"], "type": ["start"]}})
-        docs.append({**base, "@timestamp": f"2026-01-01T00:00:0{2 * n + 1}Z", "event": {"id": f"{user}-2", "category": ["network"], "type": ["connection"]}})
+        base = {
+            "user": {"name": user},
+            "host": {"name": "ws-1"},
+            "process": {"entity_id": entity, "name": "tool0001.exe"},
+        }
+        docs.append(
+            {
+                **base,
+                "@timestamp": f"2026-01-01T00:00:0{2 * n}Z",
+                "event": {"id": f"{user}-1", "category": ["process"], "type": ["start"]},
+            }
+        )
+        docs.append(
+            {
+                **base,
+                "@timestamp": f"2026-01-01T00:00:0{2 * n + 1}Z",
+                "event": {"id": f"{user}-2", "category": ["network"], "type": ["connection"]},
+            }
+        )
     path.write_text("".join(json.dumps(d) + "\n" for d in docs), encoding="utf-8")
     return path
 
@@ -279,7 +295,11 @@ def test_export_import_validate_plan_round_trip_with_lists(kibana, env, dac, tmp
     # Kibana's own export file (rules, list lines, item lines, details line) converted offline.
     client = KibanaClient(kibana.url, auth=("elastic", "Sup3r-Secret-Pa55word"))
     ndjson = tmp_path / "export.ndjson"
-    ndjson.write_text(client.http.request("POST", "/api/detection_engine/rules/_export", params={"exclude_export_details": "false"}).text)
+    ndjson.write_text(
+        client.http.request(
+            "POST", "/api/detection_engine/rules/_export", params={"exclude_export_details": "false"}
+        ).text
+    )
     imported = tmp_path / "imported"
     run = dac("import", str(ndjson), "--out", str(imported))
     assert run.exit_code == 0, run.stderr

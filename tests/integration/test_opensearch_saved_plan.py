@@ -342,7 +342,9 @@ def test_connection_drop_mid_apply_reports_what_was_applied(
 ):
     repo = _planned_repo(tmp_path, proxy.url)
     # The create goes through; every request updating the edited monitor loses its connection.
-    proxy.drop = lambda m, p, b: m == "PUT" and p.startswith("/_plugins/_alerting/monitors/") and b"rule 0000" in b
+    proxy.drop = lambda m, p, b: (
+        m == "PUT" and p.startswith("/_plugins/_alerting/monitors/") and b"rule 0000" in b
+    )
     code, out, err = _dac(repo, proxy.url, "deploy", "--plan", "plan.json", "--format", "json")
     assert code == 1, out + err
     report = json.loads(out)

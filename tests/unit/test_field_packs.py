@@ -57,7 +57,9 @@ def test_defend_field_known_on_endpoint_indices_by_default(repo: Path) -> None:
 
 def test_defend_field_is_unknown_where_another_pack_applies(repo: Path) -> None:
     (repo / "win.yaml").write_text("winlog.event_data.TargetUserName: keyword\n")
-    (repo / "dac.yaml").write_text("validation:\n  extra_fields: extra_fields.yaml\n  field_packs:\n    'winlogbeat-*': win.yaml\n")
+    (repo / "dac.yaml").write_text(
+        "validation:\n  extra_fields: extra_fields.yaml\n  field_packs:\n    'winlogbeat-*': win.yaml\n"
+    )
     _edit(repo, ENDPOINT_INDEX, "index: [winlogbeat-*]")
     _edit(repo, 'process.name : "mshta.exe"', f'process.name : "mshta.exe" and {DEFEND_FIELD}')
     code, findings, _ = _validate(repo)
@@ -103,14 +105,18 @@ def test_field_settings_use_the_rule_packs(repo: Path) -> None:
 
 def test_pack_file_with_a_wrong_type_is_an_environment_error(repo: Path) -> None:
     (repo / "win.yaml").write_text("winlog.event_data.TargetUserName: keyword\nwinlog.logon.type: strng\n")
-    (repo / "dac.yaml").write_text("validation:\n  extra_fields: extra_fields.yaml\n  field_packs:\n    'winlogbeat-*': [win.yaml]\n")
+    (repo / "dac.yaml").write_text(
+        "validation:\n  extra_fields: extra_fields.yaml\n  field_packs:\n    'winlogbeat-*': [win.yaml]\n"
+    )
     code, _, output = _validate(repo)
     assert code == 2 and "win.yaml:2" in output and "unknown type 'strng'" in output
 
 
 def test_pack_file_with_a_field_twice_is_refused(repo: Path) -> None:
     (repo / "win.yaml").write_text("winlog.logon.type: keyword\nwinlog.logon.type: long\n")
-    (repo / "dac.yaml").write_text("validation:\n  extra_fields: extra_fields.yaml\n  field_packs:\n    'winlogbeat-*': [win.yaml]\n")
+    (repo / "dac.yaml").write_text(
+        "validation:\n  extra_fields: extra_fields.yaml\n  field_packs:\n    'winlogbeat-*': [win.yaml]\n"
+    )
     code, _, output = _validate(repo)
     assert code == 2 and "win.yaml:2" in output and "listed twice" in output
 
@@ -119,7 +125,9 @@ def test_pack_file_with_a_field_twice_is_refused(repo: Path) -> None:
     ("ref", "needle"), [("missing.yaml", "field pack file not found"), ("nope", "not shipped")]
 )
 def test_missing_pack_is_an_environment_error(repo: Path, ref: str, needle: str) -> None:
-    (repo / "dac.yaml").write_text(f"validation:\n  extra_fields: extra_fields.yaml\n  field_packs:\n    'winlogbeat-*': [{ref}]\n")
+    (repo / "dac.yaml").write_text(
+        f"validation:\n  extra_fields: extra_fields.yaml\n  field_packs:\n    'winlogbeat-*': [{ref}]\n"
+    )
     code, _, output = _validate(repo)
     assert code == 2 and needle in output
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from deployer.cli import main
@@ -74,6 +75,7 @@ def test_load_flattens_names_and_keeps_lines(tmp_path: Path) -> None:
         ("AN1314: [a]\n", "an analytic maps element names to values"),
         ("AN1314:\n  L: {}\n", "AN1314.L is empty"),
         ("- a\n", "expected a mapping of analytics"),
+        ("AN9999:\n  L: [a]\n", "AN9999 is not an ATT&CK analytic"),
         ("AN1314:\n  L: [a\n", "invalid YAML"),
     ],
 )
@@ -165,7 +167,7 @@ def test_cli_checks_then_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     stale = runner.invoke(main, ["tunables", "rules"])
     assert stale.exit_code == 1, stale.output
     assert "differs from the tunables file" in stale.output
-    assert "AN1314.HighRiskParents (tunables.yaml:4): t-tunable" in stale.output
+    assert "AN1314.HighRiskParents [ATT&CK] (tunables.yaml:4): t-tunable" in stale.output
     written = runner.invoke(main, ["tunables", "rules", "--write"])
     assert written.exit_code == 0, written.output
     assert "rendered" in written.output
@@ -186,3 +188,30 @@ def test_repository_queries_are_rendered_from_the_tunables_file() -> None:
     assert used == set(table), f"tunables no rule uses: {sorted(set(table) - used)}"
     for analytic in ("AN1314", "AN0819", "AN0820", "AN0821"):
         assert any(name.startswith(f"{analytic}.TimeWindow") for name in used), analytic
+
+
+def test_every_attack_tunable_element_of_the_content_analytics_is_configured() -> None:
+    """Each analytic's own tunable elements live in tunables.yaml or, for allow-lists, in an exception
+    list tagged with the element's name; QuarantineRequired is documented as LaunchPaths."""
+    from deployer.exceptions.loader import load_catalogue
+    from deployer.rules import attack
+
+    table = load_tunables(REPO / "tunables.yaml")
+    elements = {tuple(name.split(".")[:2]) for name in table}
+    catalogue, findings = load_catalogue([REPO / "detections"])
+    assert not findings
+    tags = {
+        tag
+        for path in (REPO / "detections" / "exceptions").glob("*.yaml")
+        for tag in yaml.safe_load(path.read_text(encoding="utf-8")).get("tags", [])
+    }
+    assert catalogue is not None
+    text = (REPO / "tunables.yaml").read_text(encoding="utf-8")
+    for analytic in ("AN1314", "AN0819", "AN0820", "AN0821"):
+        for element in attack.table().analytics[analytic].mutable:
+            if element.endswith("AllowList"):
+                assert element in tags, f"{analytic}.{element}: no exception list tagged {element}"
+            elif element == "QuarantineRequired":
+                assert "QuarantineRequired" in text
+            else:
+                assert (analytic, element) in elements, f"{analytic}.{element} is not in tunables.yaml"
