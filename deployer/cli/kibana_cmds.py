@@ -517,14 +517,9 @@ def _deploy_saved_plan(plan_file: Path, lock_wait: float, fmt: str, conn: Mappin
     import os
     import socket
 
-    from deployer.targets.plan_apply import apply_saved_plan
-    from deployer.targets.saved_plan import (
-        PlanFileError,
-        read_saved_plan,
-        repository_changes,
-        repository_files,
-        target_mismatch,
-    )
+    from deployer.targets.config import load_targets
+    from deployer.targets.plan_apply import apply_saved_plan, preflight, replan_hint
+    from deployer.targets.saved_plan import PlanFileError, read_saved_plan
 
     _setup_logging(conn["verbose"])
 
@@ -540,45 +535,25 @@ def _deploy_saved_plan(plan_file: Path, lock_wait: float, fmt: str, conn: Mappin
             click.echo(f"  {line}", err=True)
         fail(message, EXIT_FAIL, hint)
 
-    replan = f"plan again (dac plan --out {plan_file}), review the new plan, then deploy it"
+    replan = replan_hint(plan_file)
     try:
         saved = read_saved_plan(plan_file)
     except PlanFileError as e:
         refuse(f"{e.message}; nothing was written", [], e.hint or replan)
         return
     cfg = _resolve(conn)
-    mismatch = target_mismatch(
-        saved, kind=cfg.kind, url=cfg.url, space=cfg.space if cfg.kind == "kibana" else None
-    )
-    if mismatch:
-        refuse(
-            f"{plan_file} was made for another target ({mismatch}); nothing was written",
-            [],
-            "deploy a plan to the target it was made for",
-        )
-    root = cfg.root
-    from deployer.targets.config import load_targets
-
     _, config_file, _ = load_targets(conn["config_path"])
-    # The same files as the plan's digest (those outside the paths too), plus any new one under them.
-    files_now = repository_files(
-        [root / p for p in saved.paths],
-        root,
-        [*([config_file] if config_file else []), *(root / rel for rel in saved.files)],
+    refusal = preflight(
+        saved,
+        plan_file=plan_file,
+        kind=cfg.kind,
+        url=cfg.url,
+        space=cfg.space if cfg.kind == "kibana" else None,
+        root=cfg.root,
+        config_file=config_file,
     )
-    moved = repository_changes(saved.files, files_now)
-    if moved:
-        refuse(
-            f"the repository differs from the plan's digest ({len(moved)} file(s)); nothing was written",
-            moved,
-            replan,
-        )
-    if saved.conflicts():
-        refuse(
-            f"the plan has {len(saved.conflicts())} conflict(s) with rules dac does not own; nothing was written",
-            [f"{c['id']}: {c.get('message', '')}" for c in saved.conflicts()],
-            "plan again with --adopt to take them over",
-        )
+    if refusal is not None:
+        refuse(refusal.message, refusal.details, refusal.hint)
     target = make_target(cfg)
     holder = f"{socket.gethostname()}:{os.getpid()}"
     try:
