@@ -437,3 +437,30 @@ def test_an_exception_list_read_from_outside_the_planned_paths_is_in_the_digest(
     assert run.exit_code == 1
     assert "detections/exceptions/approved.yaml: changed since the plan" in run.stderr
     assert kibana.writes == 0
+
+
+def test_a_plan_with_conflicts_is_saved_for_review_but_never_applied(kibana, env, dac, tmp_path: Path):
+    rules_dir = write_rules(tmp_path, 2)
+    kibana.seed(
+        {
+            "rule_id": "gen-rule-0001",
+            "name": "Made in the Kibana UI",
+            "description": "Not managed by dac.",
+            "type": "eql",
+            "language": "eql",
+            "query": 'process where process.name == "x.exe"',
+            "index": ["logs-*"],
+            "severity": "low",
+            "risk_score": 10,
+        }
+    )
+    plan_file = tmp_path / "plan.json"
+    run = dac("plan", str(rules_dir), "--out", str(plan_file), "--format", "markdown", env=env)
+    assert run.exit_code == 1  # conflicts, as for any plan
+    assert "| ! conflict | rule | `gen-rule-0001` |" in run.stdout and "--adopt" in run.stdout
+    kibana.reset_counts()
+    refused = dac("deploy", "--plan", str(plan_file), env=env)
+    assert refused.exit_code == 1
+    assert "the plan has 1 conflict(s) with objects dac does not own; nothing was written" in refused.stderr
+    assert len(kibana.state.requests) == 0
+    assert kibana.rules()["gen-rule-0001"]["name"] == "Made in the Kibana UI"
