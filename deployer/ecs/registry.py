@@ -84,6 +84,7 @@ class FieldRegistry:
         self._object_types = object_types or {}  # value type of `object` fields' sub-keys (labels.*)
         self.ecs_version = ecs_version
         self._children_cache: dict[str, frozenset[str]] | None = None
+        self._parents_cache: dict[str, tuple[str, ...]] | None = None
 
     def get(self, name: str) -> FieldInfo | None:
         """The field's info, or None when neither ECS nor the declared extras know it."""
@@ -147,12 +148,13 @@ class FieldRegistry:
             if _one_edit(leaf, sibling):
                 return f"{parent}.{sibling}" if parent else sibling
         # The typo may sit in the parent path: a known parent one edit away that has this leaf.
-        for known_parent, leaves in self._children().items():
-            if leaf in leaves and known_parent != parent and _one_edit(parent, known_parent):
+        for known_parent in self._parents_of().get(leaf, ()):
+            if known_parent != parent and _one_edit(parent, known_parent):
                 return f"{known_parent}.{leaf}"
         return None
 
     def _children(self) -> dict[str, frozenset[str]]:
+        """parent path → leaf names under it (built once, on the first unknown field)."""
         if self._children_cache is None:
             children: dict[str, set[str]] = {}
             for known in self._fields:
@@ -160,6 +162,16 @@ class FieldRegistry:
                 children.setdefault(parent, set()).add(leaf)
             self._children_cache = {k: frozenset(v) for k, v in children.items()}
         return self._children_cache
+
+    def _parents_of(self) -> dict[str, tuple[str, ...]]:
+        """leaf name → parent paths that have it."""
+        if self._parents_cache is None:
+            parents: dict[str, list[str]] = {}
+            for parent, leaves in self._children().items():
+                for leaf in leaves:
+                    parents.setdefault(leaf, []).append(parent)
+            self._parents_cache = {k: tuple(v) for k, v in parents.items()}
+        return self._parents_cache
 
     def suggest(self, name: str, limit: int = 3) -> list[str]:
         """Known field names close to ``name`` (for "did you mean" hints)."""
