@@ -124,3 +124,21 @@ def _duplicate(file: RuleFile, key: str, value: str | None, first: Path, what: s
         f"{what} {key} {value!r} is already declared in {first}",
         f"give this {what} another {key}, or merge the two files",
     )
+
+
+def catalogue_near(rule_paths: Iterable[str | Path]) -> Catalogue:
+    """The lists in the ``exceptions/`` directories beside each rule file or in its parent directories.
+
+    For callers that hold loaded rules but no catalogue (``dac verify``, ``dac demo``): a rule's
+    lists are the ones its repository keeps next to it. Load problems are left to ``dac validate``.
+    """
+    dirs: list[Path] = []
+    for raw in rule_paths:
+        for parent in Path(raw).resolve().parents:
+            candidate = parent / EXCEPTIONS_DIR
+            if candidate.is_dir() and candidate not in dirs:
+                dirs.append(candidate)
+            if (parent / ".git").exists():
+                break
+    catalogue, _ = load_catalogue(dirs)
+    return catalogue

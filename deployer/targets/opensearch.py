@@ -352,11 +352,9 @@ class OpenSearchTarget:
         return f"opensearch {self.client.url}"
 
     def desired(self, rules: Sequence[Any], exceptions: Any = None) -> dict[str, dict[str, Any]]:
-        """Compile the rules; refusals are kept in ``self.refused`` (one per rule) and left out.
-
-        A rule with exception lists is refused by the compiler (``exceptions`` is not used yet).
-        """
-        report = compile_rules(rules)
+        """Compile the rules (their exception items in each monitor's search); refusals are kept in
+        ``self.refused`` (one per rule) and left out."""
+        report = compile_rules(rules, exceptions)
         self.refused = report.refused
         out: dict[str, dict[str, Any]] = {}
         for compiled in report.compiled:

@@ -25,6 +25,9 @@ from typing import Any
 
 from deployer.eql import ast
 from deployer.eql.errors import EqlError
+from deployer.exceptions.loader import catalogue_near
+from deployer.exceptions.model import Catalogue, referenced_list_ids
+from deployer.exceptions.query import exception_query
 
 # Ownership: every monitor this project writes has this name prefix and this marker in
 # `ui_metadata` (the only free-form map an Alerting monitor stores; monitors have no tags).
@@ -464,8 +467,14 @@ def _parse_query(rule_id: str, text: str) -> ast.Query:
         raise UnsupportedConstruct(rule_id, "EQL", f"query does not parse: {exc}") from exc
 
 
-def compile_rule(rule: Mapping[str, Any], *, rule_id: str | None = None) -> CompiledRule:
-    """Compile one rule (its YAML mapping: Kibana fields plus ``metadata``) into a monitor."""
+def compile_rule(
+    rule: Mapping[str, Any], *, rule_id: str | None = None, exceptions: Catalogue | None = None
+) -> CompiledRule:
+    """Compile one rule (its YAML mapping: Kibana fields plus ``metadata``) into a monitor.
+
+    The rule's exception items (from ``exceptions``) go into the search's ``must_not`` the way
+    Kibana puts them in the ``_eql/search`` filter: an excepted event never reaches the sequence.
+    """
     rid = str(rule_id or rule.get("rule_id") or "<no rule_id>")
     if rule.get("type", "eql") != "eql" or rule.get("language", "eql") != "eql":
         raise UnsupportedConstruct(rid, f"rule type {rule.get('type')!r}", "only EQL rules are compiled")
@@ -476,11 +485,16 @@ def compile_rule(rule: Mapping[str, Any], *, rule_id: str | None = None) -> Comp
             "it reads Kibana's .alerts-security.alerts-* index, which OpenSearch does not have; its "
             "building-block rules deploy as monitors of their own",
         )
-    for key in ("filters", "exceptions_list"):
-        if rule.get(key):
-            raise UnsupportedConstruct(
-                rid, key, "Kibana applies these on top of the query; the monitor would not, so it is refused"
-            )
+    if rule.get("filters"):
+        raise UnsupportedConstruct(
+            rid, "filters", "Kibana applies these on top of the query; the monitor would not, so it is refused"
+        )
+    try:
+        excepted = exception_query(rule, exceptions or Catalogue())
+    except KeyError as exc:
+        raise UnsupportedConstruct(
+            rid, "exceptions_list", f"the exception list {exc.args[0]!r} is not declared in the repository"
+        ) from None
     query = _parse_query(rid, str(rule.get("query", "")))
     if query.pipes:
         pipe = query.pipes[0]
@@ -501,10 +515,12 @@ def compile_rule(rule: Mapping[str, Any], *, rule_id: str | None = None) -> Comp
             body,
         )
     assert isinstance(body, ast.Sequence)
-    return _compile_sequence(rid, rule, body)
+    return _compile_sequence(rid, rule, body, excepted)
 
 
-def _compile_sequence(rid: str, rule: Mapping[str, Any], seq: ast.Sequence) -> CompiledRule:
+def _compile_sequence(
+    rid: str, rule: Mapping[str, Any], seq: ast.Sequence, excepted: dict[str, Any] | None = None
+) -> CompiledRule:
     if seq.until is not None:
         raise UnsupportedConstruct(
             rid, "until", "the terminating condition needs per-sequence state between events", seq.until
@@ -634,6 +650,7 @@ def _compile_sequence(rid: str, rule: Mapping[str, Any], seq: ast.Sequence) -> C
                     for i, text in enumerate(distinct)
                 ],
                 "minimum_should_match": 1,
+                **({"must_not": [excepted]} if excepted is not None else {}),
             }
         },
         "aggregations": {
@@ -738,14 +755,22 @@ class CompileReport:
     refused: list[UnsupportedConstruct] = field(default_factory=list)
 
 
-def compile_rules(rules: Sequence[Any]) -> CompileReport:
-    """Compile rules (``RuleFile`` objects or plain mappings); refusals are collected, not raised."""
+def compile_rules(rules: Sequence[Any], exceptions: Catalogue | None = None) -> CompileReport:
+    """Compile rules (``RuleFile`` objects or plain mappings); refusals are collected, not raised.
+
+    Without ``exceptions``, the lists are looked up in the ``exceptions/`` directories beside the
+    rule files that reference any.
+    """
     report = CompileReport()
+    if exceptions is None:
+        exceptions = catalogue_near(
+            [rule.path for rule in rules if getattr(rule, "path", None) and referenced_list_ids(rule)]
+        )
     for rule in rules:
         data = getattr(rule, "data", rule)
         rid = getattr(rule, "rule_id", None)
         try:
-            report.compiled.append(compile_rule(data, rule_id=rid))
+            report.compiled.append(compile_rule(data, rule_id=rid, exceptions=exceptions))
         except UnsupportedConstruct as exc:
             report.refused.append(exc)
     return report

@@ -248,11 +248,11 @@ def test_mustache_braces_in_rule_text_refused():
         compile_rule(rule(SEQ.replace("destination.port == 443", 'process.command_line : "*{{x}}*"')))
 
 
-def test_kibana_filters_and_exceptions_refused():
+def test_kibana_filters_and_undeclared_exception_lists_refused():
     with pytest.raises(UnsupportedConstruct, match="filters"):
         compile_rule(rule(SEQ, filters=[{"query": {"match_all": {}}}]))
-    with pytest.raises(UnsupportedConstruct, match="exceptions_list"):
-        compile_rule(rule(SEQ, exceptions_list=[{"id": "x"}]))
+    with pytest.raises(UnsupportedConstruct, match="'x' is not declared"):
+        compile_rule(rule(SEQ, exceptions_list=[{"list_id": "x"}]))
 
 
 def test_refusal_names_rule_and_position():
