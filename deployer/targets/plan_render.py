@@ -1,8 +1,8 @@
 """Render a saved plan for people: terminal text (`dac show`) and Markdown for pull-request comments.
 
 The Markdown starts with the `<!-- dac-plan -->` marker (a workflow finds and updates its own
-comment by it), then a summary line, a table of changes, and each update's field-level diff folded
-in a `<details>` block per rule, so a large plan stays readable on the pull request.
+comment by it), then a summary line, a table of changes, and each update's field-level diff (each
+create's fields) folded in a `<details>` block per object, so a large plan stays readable.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from deployer.targets.saved_plan import SavedPlan
 MARKER = "<!-- dac-plan -->"
 MAX_ROWS = 200  # GitHub caps a comment at 65,536 characters
 MAX_DIFFS = 50
+# Folded details stop here, leaving room for the rest under GitHub's 65,536-character comment limit.
+MAX_CHARS = 55_000
 _MARKS = {CREATE: "+", UPDATE: "~", DELETE: "-", ORPHAN: "?", CONFLICT: "!"}
 
 
@@ -91,25 +93,43 @@ def render_markdown(saved: SavedPlan) -> str:
         out.append("")
     else:
         out += ["No changes. The target matches the repository.", ""]
-    updates = [rec for rec in saved.changes if rec["action"] == UPDATE and rec.get("fields")]
-    for rec in updates[:MAX_DIFFS]:
-        fields = rec["fields"]
-        out += [
-            f"<details><summary>~ <code>{rec['id']}</code> {_name(rec.get('name', ''))} "
-            f"({len(fields)} field{'s' if len(fields) != 1 else ''})</summary>",
+    # Folded per object: an update's differing fields, a create's whole body (field by field).
+    folded = [
+        rec
+        for rec in saved.changes
+        if (rec["action"] == UPDATE and rec.get("fields")) or (rec["action"] == CREATE and rec.get("desired"))
+    ]
+    size = sum(len(line) + 1 for line in out)
+    shown = 0
+    for rec in folded[:MAX_DIFFS]:
+        if rec["action"] == UPDATE:
+            fields = rec["fields"]
+            rows = ["| field | before | after |", "|---|---|---|"] + [
+                f"| `{f['path']}` | {_cell(f.get('before'))} | {_cell(f.get('after'))} |" for f in fields
+            ]
+            count = f"{len(fields)} field{'s' if len(fields) != 1 else ''}"
+        else:
+            rows = ["| field | value |", "|---|---|"] + [
+                f"| `{k}` | {_cell(v)} |" for k, v in rec["desired"].items()
+            ]
+            count = "new"
+        block = [
+            f"<details><summary>{_MARKS[rec['action']]} <code>{rec['id']}</code> "
+            f"{_name(rec.get('name', ''))} ({count})</summary>",
             "",
-            "| field | before | after |",
-            "|---|---|---|",
-            *(f"| `{f['path']}` | {_cell(f.get('before'))} | {_cell(f.get('after'))} |" for f in fields),
+            *rows,
             "",
             "</details>",
             "",
         ]
-    if len(updates) > MAX_DIFFS:
-        out += [
-            f"… and the diffs of {len(updates) - MAX_DIFFS} more updated rules (see the plan artifact).",
-            "",
-        ]
+        block_size = sum(len(line) + 1 for line in block)
+        if size + block_size > MAX_CHARS:
+            break
+        out += block
+        size += block_size
+        shown += 1
+    if len(folded) > shown:
+        out += [f"… and the details of {len(folded) - shown} more (see the plan artifact).", ""]
     for rec in doc.get("others") or []:
         if rec.get("action") == CONFLICT:
             out.append(f"- `{rec['id']}`: {rec.get('message', '')} ({rec.get('hint', '')})")

@@ -117,3 +117,31 @@ def test_markdown_escapes_table_cells(tmp_path: Path):
     assert "| ~ update | rule | `a` | a \\| b | `query` |" in md
     assert '| `query` | `"x \\| \'y\'"` | `"z"` |' in md
     assert "space `secops`" in md
+
+
+def test_markdown_folds_each_update_diff_and_each_create_body(tmp_path: Path):
+    md = render_markdown(_saved(tmp_path))
+    assert "<details><summary>~ <code>a</code> Rule a (1 field)</summary>" in md
+    assert '| `severity` | `"low"` | `"high"` |' in md
+    assert "<details><summary>+ <code>b</code> Rule b (new)</summary>" in md
+    assert '| `rule_id` | `"b"` |' in md and '| `tags` | `["managed"]` |' in md
+
+
+def test_markdown_stays_under_githubs_comment_limit(tmp_path: Path):
+    saved = _saved(tmp_path)
+    big = {"rule_id": "x", "query": "q" * 70, **{f"field_{i}": "v" * 70 for i in range(40)}}
+    saved.doc["changes"] = [
+        {
+            "kind": "rule",
+            "id": f"r{i:04d}",
+            "action": "create",
+            "name": f"R {i}",
+            "fields": [],
+            "desired": big,
+        }
+        for i in range(1000)
+    ]
+    md = render_markdown(saved)
+    assert len(md) < 65_536
+    assert "… and 800 more (see the plan artifact)." in md  # table rows beyond 200
+    assert "more (see the plan artifact)." in md.split("</details>")[-1]
