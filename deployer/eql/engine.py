@@ -1059,14 +1059,14 @@ class Program:
         steps_ast = seq.expanded_steps()
         self._steps: list[_Step] = []
         positives = 0
+        # `with runs=N` repeats one step object: its condition is compiled once, so an event is
+        # tested against it once (see `process`), not N times.
+        compiled: dict[int, tuple[Pred, Callable[[dict], list[tuple]]]] = {}
         for i, step in enumerate(steps_ast):
-            st = _Step(
-                i,
-                step.query.category,
-                c.predicate(step.query.condition),
-                c.keys(seq.keys_for(step)),
-                step.missing,
-            )
+            parts = compiled.get(id(step))
+            if parts is None:
+                parts = compiled[id(step)] = (c.predicate(step.query.condition), c.keys(seq.keys_for(step)))
+            st = _Step(i, step.query.category, parts[0], parts[1], step.missing)
             if not step.missing:
                 st.positive_index = positives
                 positives += 1
@@ -1168,8 +1168,14 @@ class Program:
             if missing is not None:
                 missing.tick(ts)
             done: list[tuple[tuple, tuple]] | None = None
+            last_cond: Pred | None = None
+            last_ok = False
             for st in steps:
-                if not st.cond(ev):
+                cond = st.cond
+                if cond is not last_cond:
+                    last_cond = cond
+                    last_ok = cond(ev)
+                if not last_ok:
                     continue
                 keys = st.keys(ev)
                 if st.missing:

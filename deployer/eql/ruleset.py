@@ -11,7 +11,8 @@ leaves rules share, a disjunction of atoms on one or more fields:
   ``f : "*.exe"``), up to ``KEY_MAX`` characters of it.
 
 An ``and`` takes the guard of its most selective operand, an ``or`` the union of its operands'
-guards (none when one operand has none). Per event category, the guards of the steps that category
+guards (none when one operand has none); a step keeps the guards of its two most selective
+``and`` operands and is a candidate when both hit. Per event category, the guards of the steps that category
 can reach are merged into one index per field: each field is read once per event, each of its
 string values lower-cased once and looked up once per table, whatever the number of rules using
 it. Only the steps a lookup hits (plus the unguarded ones) are evaluated, by the rule's own
@@ -35,7 +36,7 @@ from deployer.eql.engine import Match, Program, Runner, _Pipe, _Step
 from deployer.eql.patterns import has_wildcard
 from deployer.eql.values import KEYWORD_TYPES, make_getter, parse_timestamp, values_of
 
-__all__ = ["RuleSet", "RuleSetRunner", "guard_of"]
+__all__ = ["RuleSet", "RuleSetRunner", "guard_of", "guards_of"]
 
 # Longest literal prefix/suffix kept in a guard key: bounds the lookups per value to 2 × KEY_MAX.
 KEY_MAX = 8
@@ -44,6 +45,7 @@ KEY_MIN = 3
 # Fields whose values are shared by most events of a category: a guard on them selects little.
 _BROAD_FIELDS = frozenset(
     {
+        "event.category",
         "event.type",
         "event.action",
         "event.code",
@@ -139,6 +141,24 @@ def guard_of(expr: ast.Expr, program: Program) -> list[Atom] | None:
     return None
 
 
+def guards_of(expr: ast.Expr, program: Program, most: int = 2) -> list[list[Atom]]:
+    """Up to ``most`` guards of distinct ``and`` operands of ``expr``, most selective first (all necessary)."""
+    found: list[list[Atom]] = []
+
+    def collect(e: ast.Expr) -> None:
+        if isinstance(e, ast.And):
+            for op in e.operands:
+                collect(op)
+            return
+        g = guard_of(e, program)
+        if g is not None:
+            found.append(g)
+
+    collect(expr)
+    found.sort(key=lambda g: sum(_atom_cost(a) for a in g))
+    return found[:most]
+
+
 def _pattern_atom(path: str, pattern: str, insensitive: bool) -> Atom | None:
     if not has_wildcard(pattern):
         return (path, "eq", pattern.lower())
@@ -162,7 +182,7 @@ def _pattern_atom(path: str, pattern: str, insensitive: bool) -> Atom | None:
 class _Entry:
     """One dispatchable condition: a step of a rule, its until, or an event query's filter."""
 
-    __slots__ = ("order", "member", "category", "step", "until", "guard")
+    __slots__ = ("order", "member", "category", "step", "until", "guards")
 
     def __init__(self, member: _Member, category: str | None, step: _Step | None, until: bool) -> None:
         self.order = 0
@@ -170,7 +190,8 @@ class _Entry:
         self.category = category
         self.step = step
         self.until = until
-        self.guard: list[Atom] | None = None
+        # Necessary conditions, most selective first: the entry is evaluated when all of them hit.
+        self.guards: list[list[Atom]] = []
 
 
 class _Member:
@@ -223,13 +244,19 @@ class _Member:
 
 
 class _Table:
-    """The merged guards of the steps one event category reaches: per field, lookups to entry orders."""
+    """The merged guards of the steps one event category reaches: per field, lookups to guard ids.
 
-    __slots__ = ("always", "fields", "entries")
+    Identical guards of different steps share one id. An event first collects the ids of the
+    guards it hits; a step is then a candidate when its primary guard and its secondary guard (if
+    any) were both hit.
+    """
+
+    __slots__ = ("always", "fields", "by_primary")
 
     def __init__(self, entries: list[_Entry]) -> None:
-        self.entries = entries
-        self.always = [e.order for e in entries if e.guard is None]
+        self.always = [e.order for e in entries if not e.guards]
+        ids: dict[frozenset[Atom], int] = {}
+        self.by_primary: dict[int, list[tuple[int, int]]] = {}
         by_field: dict[
             str,
             tuple[
@@ -240,19 +267,26 @@ class _Table:
             ],
         ] = {}
         for e in entries:
-            if e.guard is None:
+            if not e.guards:
                 continue
-            for path, kind, key in e.guard:
-                eq, pre, suf, every = by_field.setdefault(path, ({}, {}, {}, []))
-                if kind == "eq":
-                    table = eq
-                else:
-                    table = (pre if kind == "pre" else suf).setdefault(len(key), {})
-                hits = table.setdefault(key, [])
-                if not hits or hits[-1] != e.order:
-                    hits.append(e.order)
-                if not every or every[-1] != e.order:
-                    every.append(e.order)
+            gids = []
+            for guard in e.guards:
+                key = frozenset(guard)
+                gid = ids.get(key)
+                if gid is None:
+                    gid = ids[key] = len(ids)
+                    for path, kind, value in key:
+                        eq, pre, suf, every = by_field.setdefault(path, ({}, {}, {}, []))
+                        if kind == "eq":
+                            table = eq
+                        else:
+                            table = (pre if kind == "pre" else suf).setdefault(len(value), {})
+                        table.setdefault(value, []).append(gid)
+                        if not every or every[-1] != gid:
+                            every.append(gid)
+                gids.append(gid)
+            secondary = gids[1] if len(gids) > 1 else -1
+            self.by_primary.setdefault(gids[0], []).append((e.order, secondary))
         self.fields = [
             (make_getter(path), eq or None, sorted(pre.items()), sorted(suf.items()), every)
             for path, (eq, pre, suf, every) in by_field.items()
@@ -260,8 +294,8 @@ class _Table:
 
     def candidates(self, ev: dict) -> set[int]:
         """Orders of the entries this event may satisfy (a superset of those it does)."""
-        hits = set(self.always)
-        add = hits.update
+        hit: set[int] = set()
+        add = hit.update
         for get, eq, pres, sufs, every in self.fields:
             raw = get(ev)
             if raw is None:
@@ -291,7 +325,15 @@ class _Table:
                     h = table.get(lv[-n:])
                     if h is not None:
                         add(h)
-        return hits
+        out = set(self.always)
+        by_primary = self.by_primary
+        for gid in hit:
+            steps = by_primary.get(gid)
+            if steps is not None:
+                for order, secondary in steps:
+                    if secondary < 0 or secondary in hit:
+                        out.add(order)
+        return out
 
 
 class RuleSet:
@@ -369,7 +411,7 @@ class RuleSetRunner:
         body = program.query.body
         if isinstance(body, ast.EventQuery):
             e = _Entry(member, body.category, None, False)
-            e.guard = guard_of(body.condition, program)
+            e.guards = guards_of(body.condition, program)
             entries.append(e)
             self._entries.append(e)
             return
@@ -378,12 +420,12 @@ class RuleSetRunner:
         # Entry order within a rule is the state machine's: last step first, then until.
         for st in reversed(program._steps):
             e = _Entry(member, st.category, st, False)
-            e.guard = guard_of(steps_ast[st.index].query.condition, program)
+            e.guards = guards_of(steps_ast[st.index].query.condition, program)
             entries.append(e)
             self._entries.append(e)
         if body.until is not None:
             e = _Entry(member, body.until.query.category, None, True)
-            e.guard = guard_of(body.until.query.condition, program)
+            e.guards = guards_of(body.until.query.condition, program)
             entries.append(e)
             self._entries.append(e)
 
