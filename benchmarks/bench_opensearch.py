@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -48,8 +50,9 @@ from deployer.targets.opensearch_run import (  # noqa: E402
     run_body,
 )
 from deployer.targets.opensearch_verify import alerted_entities, parse_ts  # noqa: E402
+from deployer.testing.events import default_field_types  # noqa: E402
 from deployer.testing.loading import load_rules  # noqa: E402
-from deployer.testing.replay import replay  # noqa: E402
+from deployer.testing.stream import replay_file  # noqa: E402
 
 
 def _execute(
@@ -86,11 +89,21 @@ def main() -> int:
         f"{len(events):,} events; {len(compiled)} of {len(loaded.rules)} rules compile ({len(report.refused)} refused)"
     )
 
-    started = time.perf_counter()
-    offline: dict[str, int] = {}
-    for result in replay([r for r in loaded.rules if r.rule_id in {c.rule_id for c in compiled}], docs):
-        offline[result["rule_id"]] = offline.get(result["rule_id"], 0) + 1
-    offline_s = time.perf_counter() - started
+    # The offline side runs as `dac run` does: from a file, with the ECS field types and the
+    # rules' exception lists.
+    with tempfile.TemporaryDirectory() as tmp:
+        stream = Path(tmp) / "events.ndjson"
+        stream.write_text("".join(json.dumps(d) + "\n" for d in docs))
+        started = time.perf_counter()
+        offline: dict[str, int] = {}
+        for result in replay_file(
+            [r for r in loaded.rules if r.rule_id in {c.rule_id for c in compiled}],
+            str(stream),
+            exceptions=loaded.exceptions,
+            field_types=default_field_types(),
+        ):
+            offline[result["rule_id"]] = offline.get(result["rule_id"], 0) + 1
+        offline_s = time.perf_counter() - started
 
     client = OpenSearchClient(args.url, timeout=600)
     client.require_alerting()
