@@ -37,6 +37,10 @@ OWNER_VALUE = "dac"
 
 COMPOSITE_AGG = "composite_agg"  # the name Alerting's bucket-level runner looks for
 SEQUENCE_AGG = "dac_sequences"
+# Present when a chain rule reads this monitor's alerts: the events of the completed sequences.
+EVENTS_AGG = "dac_events"
+# Completed sequences listed per bucket in the events aggregation (the alert document holds them).
+MAX_EMITTED_SEQUENCES = 20
 ALERTS_INDEX_PREFIX = ".alerts-security.alerts"
 
 # Kibana severities onto Alerting's "1" (highest) .. "5".
@@ -83,6 +87,9 @@ class CompiledRule:
     interval_minutes: int
     timestamp_field: str = "@timestamp"
     fingerprint: str = field(default="")
+    # For a chain rule: the building blocks whose alerts its monitor reads (it has no events
+    # index of its own; fixtures are replayed into the blocks' indices).
+    reads_alerts_of: tuple[str, ...] = ()
 
 
 # ---------------------------------------------------------------- conditions → Query DSL
@@ -327,13 +334,17 @@ state.ev.add(e);
 # sequence's first event, then moves it to stage k or completes it. Stages are visited from last
 # to first so one event can advance one sequence and start another. With `params.collect` it
 # returns the completed sequences as lists of `_seq_no` (for `dac run --engine opensearch`)
-# instead of their number.
+# instead of their number; with `params.emit` (the `dac_events` aggregation chains read) as lists
+# of {t, s (stage), recorded fields}, at most `emit` sequences. With `params.dk` (chain monitors
+# over alert documents, where one document holds many events) the bucket's key candidates come
+# from each event's document key set, stored after its fields.
 _REDUCE_SCRIPT = """
 List ev = new ArrayList();
 for (s in states) { if (s != null) { ev.addAll(s); } }
 boolean collect = params.containsKey('collect');
+boolean emit = params.containsKey('emit');
 List out = new ArrayList();
-if (ev.isEmpty()) { return collect ? out : 0; }
+if (ev.isEmpty()) { return (collect || emit) ? out : 0; }
 ev.sort((a, b) -> {
   int c = Long.compare((long) a[0], (long) b[0]);
   if (c != 0) { return c; }
@@ -354,14 +365,16 @@ for (int j = 0; j < np; j++) {
   Set inter = null;
   for (e in ev) {
     Set u = new HashSet();
-    for (def i : params.upos[j]) { u.addAll(e[4 + (int) i]); }
+    if (params.containsKey('dk')) { u.addAll(e[4 + params.kf.size() + j]); }
+    else { for (def i : params.upos[j]) { u.addAll(e[4 + (int) i]); } }
     if (inter == null) { inter = u; } else { inter.retainAll(u); }
   }
   List c = new ArrayList(inter);
   cands.add(c);
   combos *= c.size();
 }
-if (combos == 0) { return collect ? out : 0; }
+if (combos == 0) { return (collect || emit) ? out : 0; }
+int limit = emit ? (int) params.emit : Integer.MAX_VALUE;
 if (combos > params.maxcombos) { combos = params.maxcombos; }
 long total = 0;
 for (long ci = 0; ci < combos; ci++) {
@@ -385,23 +398,34 @@ for (long ci = 0; ci < combos; ci++) {
         if (!e[4 + (int) params.upos[j][k]].contains(pick[j])) { ok = false; break; }
       }
       if (!ok) { continue; }
+      def item = null;
+      if (collect) { item = e[3]; }
+      else if (emit) {
+        Map o = new HashMap();
+        o.put('t', t);
+        o.put('s', k);
+        for (int f = 0; f < params.kf.size(); f++) { o.put(params.kf[f], e[4 + f]); }
+        item = o;
+      }
       if (k == 0) {
         List sq = new ArrayList();
-        if (collect) { sq.add(e[3]); }
-        if (n == 1) { total++; if (collect) { out.add(sq); } } else { start[0] = t; has[0] = true; pend[0] = sq; }
+        if (item != null) { sq.add(item); }
+        if (n == 1) { total++; if (item != null && out.size() < limit) { out.add(sq); } }
+        else { start[0] = t; has[0] = true; pend[0] = sq; }
       } else if (has[k - 1]) {
         has[k - 1] = false;
         long st = start[k - 1];
         if (t - st <= params.maxspan) {
           List sq = pend[k - 1];
-          if (collect) { sq = new ArrayList(sq); sq.add(e[3]); }
-          if (k == n - 1) { total++; if (collect) { out.add(sq); } } else { start[k] = st; has[k] = true; pend[k] = sq; }
+          if (item != null) { sq = new ArrayList(sq); sq.add(item); }
+          if (k == n - 1) { total++; if (item != null && out.size() < limit) { out.add(sq); } }
+          else { start[k] = st; has[k] = true; pend[k] = sq; }
         }
       }
     }
   }
 }
-return collect ? out : total;
+return (collect || emit) ? out : total;
 """.strip()
 
 # Composite source for a key position whose field differs between steps: every value of every
@@ -468,12 +492,18 @@ def _parse_query(rule_id: str, text: str) -> ast.Query:
 
 
 def compile_rule(
-    rule: Mapping[str, Any], *, rule_id: str | None = None, exceptions: Catalogue | None = None
+    rule: Mapping[str, Any],
+    *,
+    rule_id: str | None = None,
+    exceptions: Catalogue | None = None,
+    record: Sequence[str] | None = None,
 ) -> CompiledRule:
     """Compile one rule (its YAML mapping: Kibana fields plus ``metadata``) into a monitor.
 
     The rule's exception items (from ``exceptions``) go into the search's ``must_not`` the way
     Kibana puts them in the ``_eql/search`` filter: an excepted event never reaches the sequence.
+    ``record`` (fields) adds the ``dac_events`` aggregation, which lists each completed
+    sequence's events with those fields, for chain rules that read this monitor's alerts.
     """
     rid = str(rule_id or rule.get("rule_id") or "<no rule_id>")
     if rule.get("type", "eql") != "eql" or rule.get("language", "eql") != "eql":
@@ -482,8 +512,9 @@ def compile_rule(
         raise UnsupportedConstruct(
             rid,
             "rule over other rules' alerts",
-            "it reads Kibana's .alerts-security.alerts-* index, which OpenSearch does not have; its "
-            "building-block rules deploy as monitors of their own",
+            "it reads Kibana's .alerts-security.alerts-* index, which OpenSearch does not have; it "
+            "compiles only together with its building-block rules (compile_rules), into a monitor "
+            "over their alerts",
         )
     if rule.get("filters"):
         raise UnsupportedConstruct(
@@ -515,11 +546,15 @@ def compile_rule(
             body,
         )
     assert isinstance(body, ast.Sequence)
-    return _compile_sequence(rid, rule, body, excepted)
+    return _compile_sequence(rid, rule, body, excepted, record)
 
 
 def _compile_sequence(
-    rid: str, rule: Mapping[str, Any], seq: ast.Sequence, excepted: dict[str, Any] | None = None
+    rid: str,
+    rule: Mapping[str, Any],
+    seq: ast.Sequence,
+    excepted: dict[str, Any] | None = None,
+    record: Sequence[str] | None = None,
 ) -> CompiledRule:
     if seq.until is not None:
         raise UnsupportedConstruct(
@@ -690,6 +725,17 @@ def _compile_sequence(
         # Only set when present: OpenSearch rejects null script parameters.
         metric = search["aggregations"][COMPOSITE_AGG]["aggregations"][SEQUENCE_AGG]["scripted_metric"]
         metric["params"]["tb"] = str(tiebreaker)
+    if record is not None:
+        # Same matcher, emitting mode: the extra fields go after the key fields, so the key
+        # positions the reduce script reads are unchanged.
+        seq_agg = search["aggregations"][COMPOSITE_AGG]["aggregations"]
+        metric = json.loads(canonical_json(seq_agg[SEQUENCE_AGG]["scripted_metric"]))
+        kf = metric["params"]["kf"]
+        for name in [*dict.fromkeys(f.name for k in keys for f in k), *record]:
+            if name not in kf:
+                kf.append(name)
+        metric["params"]["emit"] = MAX_EMITTED_SEQUENCES
+        seq_agg[EVENTS_AGG] = {"scripted_metric": metric}
     indices = [str(i) for i in (rule.get("index") or [])]
     if not indices:
         raise UnsupportedConstruct(rid, "index", "the rule names no index patterns")
@@ -759,18 +805,47 @@ def compile_rules(rules: Sequence[Any], exceptions: Catalogue | None = None) -> 
     """Compile rules (``RuleFile`` objects or plain mappings); refusals are collected, not raised.
 
     Without ``exceptions``, the lists are looked up in the ``exceptions/`` directories beside the
-    rule files that reference any.
+    rule files that reference any. Chain rules over building-block alerts are compiled after
+    their blocks (``opensearch_chain``); the blocks then record the fields the chains join on.
     """
+    from deployer.targets import opensearch_chain as chain
+
     report = CompileReport()
     if exceptions is None:
         exceptions = catalogue_near(
             [rule.path for rule in rules if getattr(rule, "path", None) and referenced_list_ids(rule)]
         )
-    for rule in rules:
-        data = getattr(rule, "data", rule)
-        rid = getattr(rule, "rule_id", None)
+    items = [(getattr(r, "data", r), getattr(r, "rule_id", None)) for r in rules]
+    record: dict[str, list[str]] = {}
+    chains: list[tuple[Mapping[str, Any], str]] = []
+    for data, rid in items:
+        if not chain.is_chain_rule(data):
+            continue
+        rid = str(rid or data.get("rule_id") or "<no rule_id>")
+        chains.append((data, rid))
         try:
-            report.compiled.append(compile_rule(data, rule_id=rid, exceptions=exceptions))
+            for block in chain.step_blocks(rid, data):
+                fields = record.setdefault(block, [])
+                fields.extend(f for f in chain.recorded_fields(rid, data) if f not in fields)
+        except UnsupportedConstruct:
+            pass  # reported when the chain itself is compiled below
+    blocks: dict[str, tuple[Mapping[str, Any], CompiledRule]] = {}
+    refused: dict[str, UnsupportedConstruct] = {}
+    for data, rid in items:
+        if chain.is_chain_rule(data):
+            continue
+        key = str(rid or data.get("rule_id") or "")
+        try:
+            compiled = compile_rule(data, rule_id=rid, exceptions=exceptions, record=record.get(key))
+        except UnsupportedConstruct as exc:
+            report.refused.append(exc)
+            refused[key] = exc
+            continue
+        report.compiled.append(compiled)
+        blocks[compiled.rule_id] = (data, compiled)
+    for data, rid in chains:
+        try:
+            report.compiled.append(chain.compile_chain(data, rid, blocks, refused))
         except UnsupportedConstruct as exc:
             report.refused.append(exc)
     return report

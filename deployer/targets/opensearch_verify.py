@@ -214,6 +214,12 @@ def _set(doc: dict[str, Any], dotted: str, value: Any) -> None:
 
 def replay_index(compiled: CompiledRule) -> str:
     """A concrete index name matched by the rule's first index pattern."""
+    if compiled.reads_alerts_of:
+        # A chain's indices are Alerting's own alert indices: never write events there.
+        raise TargetError(
+            f"{compiled.rule_id}: reads the alerts of {', '.join(compiled.reads_alerts_of)}; "
+            "replay its fixtures into their indices"
+        )
     for pattern in compiled.indices:
         if pattern.startswith("-"):
             continue
