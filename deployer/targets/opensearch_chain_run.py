@@ -15,7 +15,7 @@ from typing import Any
 from deployer.targets.base import TargetError
 from deployer.targets.opensearch import OpenSearchClient
 from deployer.targets.opensearch_chain import ALERT_INDICES
-from deployer.targets.opensearch_compile import EVENTS_AGG, CompiledRule
+from deployer.targets.opensearch_compile import EVENTS_AGG, CompiledRule, trigger_id
 from deployer.targets.opensearch_verify import alerted_entities
 
 
@@ -47,6 +47,21 @@ def blocks_of(chain: CompiledRule) -> list[str]:
 def refresh_alerts(client: OpenSearchClient) -> None:
     """Make the alerts just written visible to the chain's search."""
     client.request("POST", f"/{','.join(ALERT_INDICES)}/_refresh", params={"ignore_unavailable": "true"})
+
+
+def forget_block_alerts(client: OpenSearchClient, chain: CompiledRule) -> None:
+    """Delete the blocks' stored alerts, so one replayed fixture cannot see the previous one's.
+
+    Only for replays on a test cluster (``dac verify``): a completed alert stays readable by the
+    chain for its look-back, which in production is what it should do.
+    """
+    client.request(
+        "POST",
+        f"/{','.join(ALERT_INDICES)}/_delete_by_query",
+        {"query": {"terms": {"trigger_id": [trigger_id(b) for b in blocks_of(chain)]}}},
+        params={"refresh": "true", "conflicts": "proceed", "ignore_unavailable": "true"},
+        ok=(404,),
+    )
 
 
 def run_chain(

@@ -484,7 +484,7 @@ def verify(
     report.refused = list(target.refused)
 
     compiled_by_id = target.compiled
-    replay_indices = {replay_index(c) for c in compiled_by_id.values()}
+    replay_indices = {replay_index(c) for c in compiled_by_id.values() if not c.reads_alerts_of}
     for rule in rules:
         rid = getattr(rule, "rule_id", None) or (getattr(rule, "data", rule) or {}).get("rule_id")
         compiled = compiled_by_id.get(str(rid))
@@ -507,16 +507,29 @@ def verify(
                 outcome.events = len(events)
                 if outcome.expect == "match":
                     outcome.expected = expected_entities(compiled, events, test.get("sequences") or [])
+                # A chain's fixtures are raw events: they go where its first building block reads.
+                source = compiled_by_id.get(compiled.reads_alerts_of[0]) if compiled.reads_alerts_of else compiled
+                if source is None:
+                    raise TargetError(f"{compiled.rule_id}: building block {compiled.reads_alerts_of[0]} not compiled")
                 now_ms = int(time.time() * 1000)
-                shifted, span = shift_events(events, now_ms, compiled.timestamp_field)
+                shifted, span = shift_events(events, now_ms, source.timestamp_field)
                 if span + END_MARGIN_MS > compiled.lookback_ms:
                     outcome.message = (
                         f"fixture spans {span // 1000}s, longer than the monitor's {compiled.lookback_ms // 1000}s "
                         "look-back; its earliest events are outside the window"
                     )
                 clear_indices(client, replay_indices)
-                bulk_index(client, replay_index(compiled), shifted)
-                if search_only:
+                if compiled.reads_alerts_of:
+                    if search_only:
+                        raise TargetError("a chain reads Alerting's alert documents: it needs the Alerting plugin")
+                    from deployer.targets import opensearch_chain_run as chain_run
+
+                    chain_run.forget_block_alerts(client, compiled)
+                bulk_index(client, replay_index(source), shifted)
+                if compiled.reads_alerts_of:
+                    outcome.alerted = chain_run.run_chain(client, compiled, monitor_ids)
+                    outcome.persisted = _wait_persisted(client, monitor_ids[compiled.rule_id], set(outcome.alerted))
+                elif search_only:
                     outcome.alerted = run_monitor_search(client, compiled, now_ms)
                 else:
                     monitor_id = monitor_ids[compiled.rule_id]
