@@ -508,9 +508,13 @@ def verify(
                 if outcome.expect == "match":
                     outcome.expected = expected_entities(compiled, events, test.get("sequences") or [])
                 # A chain's fixtures are raw events: they go where its first building block reads.
-                source = compiled_by_id.get(compiled.reads_alerts_of[0]) if compiled.reads_alerts_of else compiled
+                source = (
+                    compiled_by_id.get(compiled.reads_alerts_of[0]) if compiled.reads_alerts_of else compiled
+                )
                 if source is None:
-                    raise TargetError(f"{compiled.rule_id}: building block {compiled.reads_alerts_of[0]} not compiled")
+                    raise TargetError(
+                        f"{compiled.rule_id}: building block {compiled.reads_alerts_of[0]} not compiled"
+                    )
                 now_ms = int(time.time() * 1000)
                 shifted, span = shift_events(events, now_ms, source.timestamp_field)
                 if span + END_MARGIN_MS > compiled.lookback_ms:
@@ -521,21 +525,24 @@ def verify(
                 clear_indices(client, replay_indices)
                 if compiled.reads_alerts_of:
                     if search_only:
-                        raise TargetError("a chain reads Alerting's alert documents: it needs the Alerting plugin")
+                        raise TargetError(
+                            "a chain reads Alerting's alert documents: it needs the Alerting plugin"
+                        )
                     from deployer.targets import opensearch_chain_run as chain_run
 
                     chain_run.forget_block_alerts(client, compiled)
                 bulk_index(client, replay_index(source), shifted)
-                if compiled.reads_alerts_of:
-                    outcome.alerted = chain_run.run_chain(client, compiled, monitor_ids)
-                    outcome.persisted = _wait_persisted(client, monitor_ids[compiled.rule_id], set(outcome.alerted))
-                elif search_only:
+                if search_only:
                     outcome.alerted = run_monitor_search(client, compiled, now_ms)
                 else:
                     monitor_id = monitor_ids[compiled.rule_id]
                     before = active_alerts(client, monitor_id)
-                    result = client.execute_monitor(monitor_id)
-                    outcome.alerted = alerted_entities(result, compiled.rule_id)
+                    if compiled.reads_alerts_of:
+                        # The blocks run first and store their alerts; then the chain reads them.
+                        outcome.alerted = chain_run.run_chain(client, compiled, monitor_ids)
+                    else:
+                        result = client.execute_monitor(monitor_id)
+                        outcome.alerted = alerted_entities(result, compiled.rule_id)
                     written = _wait_written(client, monitor_id, before, set(outcome.alerted))
                     outcome.persisted = list(dict.fromkeys(alert_entity(a) for a in written))
                     outcome.alert_ids = [str(a["id"]) for a in written]
@@ -567,9 +574,12 @@ def scheduled_check(
     is stored beside it for the check and deleted afterwards, also on failure. It is owned by dac
     under a rule id no rule has, so should the deletion itself fail, ``dac deploy --prune`` removes it.
     """
+    from deployer.targets.opensearch_chain import is_chain_rule
     from deployer.testing.events import read_events
 
-    passed = [o for o in report.outcomes if o.expect == "match" and o.ok]
+    chains = {str(getattr(r, "rule_id", "")) for r in rules if is_chain_rule(getattr(r, "data", r) or {})}
+    # A chain's monitor needs its blocks' alerts first; the scheduler check takes a plain rule.
+    passed = [o for o in report.outcomes if o.expect == "match" and o.ok and o.rule_id not in chains]
     if not passed:
         return None
     outcome = sorted(passed, key=lambda o: (o.rule_id, o.name))[0]
