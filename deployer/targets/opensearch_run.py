@@ -158,7 +158,14 @@ def run_on_opensearch(
     report = compile_rules(rules)
     for refusal in report.refused:
         yield {"rule_id": refusal.rule_id, "refused": str(refusal)}
-    compiled = sorted(report.compiled, key=lambda c: c.rule_id)
+    for chain in sorted((c for c in report.compiled if c.reads_alerts_of), key=lambda c: c.rule_id):
+        # The chain reads its blocks' stored alerts, and these runs are dry runs that store none.
+        yield {
+            "rule_id": chain.rule_id,
+            "refused": f"{chain.rule_id}: a chain over the alerts of {', '.join(chain.reads_alerts_of)} "
+            "needs their stored alerts; dac run --engine opensearch runs dry: check it with dac verify",
+        }
+    compiled = sorted((c for c in report.compiled if not c.reads_alerts_of), key=lambda c: c.rule_id)
     if not compiled or not events:
         return
     by_id = {str(getattr(r, "rule_id", None) or getattr(r, "data", r).get("rule_id")): r for r in rules}

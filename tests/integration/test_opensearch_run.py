@@ -53,8 +53,9 @@ def test_same_matches_as_offline_on_every_fixture(client: OpenSearchClient, tmp_
 
     loaded = load_rules(RULE_PATHS)
     rules = loaded.rules
-    compiled = {c.rule_id for c in compile_rules(rules).compiled}
-    # Every content rule but the two over Kibana alerts compiles, exception lists included.
+    # Chains over alerts need stored alerts: `dac run --engine opensearch` lists them as refused.
+    compiled = {c.rule_id for c in compile_rules(rules).compiled if not c.reads_alerts_of}
+    # Every content rule but the chains over Kibana alerts compiles, exception lists included.
     assert len(compiled) >= 9
     events = _fixture_stream()
     # Every fixture in one stream: both engines see the same events in the same order, so they must
