@@ -10,7 +10,6 @@ for the right child and app, none for the near misses.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import time
 from pathlib import Path
@@ -147,38 +146,23 @@ def test_a_composite_workflow_raises_one_alert_without_an_entity(blocks: Any) ->
 
 RULES_DIR = REPO / "detections" / "windows"
 CHAINS = [CHAIN, "an1314-win-app-lolbin-descendant-network-chain"]
-# The network building blocks reference the AN1314 egress exception list. Exception items are not
-# compiled into monitors yet (they are refused on their own), so the blocks are compiled here
-# without them; the one fixture whose silence comes from the allow-list is left out for that reason.
-NEEDS_EXCEPTIONS = {"fp_outlook_msi_msiexec_corp_software_portal.ndjson"}
 
 
-def _rules() -> dict[str, Any]:
-    loaded = load_rule_files([RULES_DIR])
-    out = {}
-    for rule in loaded.rules:
-        if rule.rule_id and rule.rule_id.startswith("an1314-"):
-            data = dict(rule.data)
-            data.pop("exceptions_list", None)
-            out[rule.rule_id] = data
-    return out
+def _rules() -> list[Any]:
+    # As loaded: the network blocks' egress exception list is compiled into their monitors.
+    return [r for r in load_rule_files([RULES_DIR]).rules if r.rule_id and r.rule_id.startswith("an1314-")]
 
 
 def _cases() -> list[tuple[str, dict[str, Any]]]:
-    rules = _rules()
-    return [
-        (rid, case)
-        for rid in CHAINS
-        for case in rules[rid]["metadata"]["tests"]
-        if Path(case["events"]).name not in NEEDS_EXCEPTIONS
-    ]
+    by_id = {r.rule_id: r for r in _rules()}
+    return [(rid, case) for rid in CHAINS for case in by_id[rid].metadata["tests"]]
 
 
 @pytest.fixture(scope="module")
 def setup(opensearch_alerting) -> dict[str, Any]:
     client = OpenSearchClient(opensearch_alerting.url)
     ov.deploy_templates(client, ov.load_engine_templates(REPO))
-    report = compile_rules(list(_rules().values()))
+    report = compile_rules(_rules())
     assert not report.refused, [str(r) for r in report.refused]
     return {"client": client, "compiled": {c.rule_id: c for c in report.compiled}}
 
@@ -237,16 +221,7 @@ def test_dac_verify_checks_both_chains_on_stored_alerts(setup) -> None:
     for hit in client.search_monitors():
         if is_owned(hit["monitor"]):
             client.delete_monitor(hit["_id"])
-    rules = []
-    for rule in load_rule_files([RULES_DIR]).rules:
-        if rule.rule_id and rule.rule_id.startswith("an1314-"):
-            data = {k: v for k, v in rule.data.items() if k != "exceptions_list"}
-            if rule.rule_id in CHAINS:
-                tests = [
-                    t for t in data["metadata"]["tests"] if Path(t["events"]).name not in NEEDS_EXCEPTIONS
-                ]
-                data["metadata"] = {**data["metadata"], "tests": tests}
-            rules.append(dataclasses.replace(rule, data=data))
+    rules = _rules()
     report = ov.verify(client, rules, scheduled_timeout=0)
     assert not report.refused
     chain_outcomes = [o for o in report.outcomes if o.rule_id in CHAINS]
