@@ -283,6 +283,7 @@ def demo(opensearch_url: str | None, rule_path: Path | None, plugin_dir: Path | 
     """Start a local OpenSearch with Alerting, deploy the rules, replay an AN1314 attack and show the alert."""
     from deployer.targets.base import TargetError
     from deployer.targets.opensearch import OpenSearchTarget, deploy
+    from deployer.targets.opensearch_chain_run import chain_event_lines, refresh_alerts
     from deployer.targets.opensearch_verify import (
         active_alerts,
         alert_entity,
@@ -333,14 +334,31 @@ def demo(opensearch_url: str | None, rule_path: Path | None, plugin_dir: Path | 
             rule, test = picked
             events = [dict(e) for e in read_events(Path(rule.path).parent / str(test["events"]))]
             say(f"replaying {len(events)} events of '{test.get('name')}' ({test['events']}), shifted to now")
-            index = replay_fixture(client, target.compiled[rule.rule_id], events)
-            # Every compiled rule reading the replay index runs, so the whole chain shows.
-            readers = [c for c in target.compiled.values() if _reads(c.indices, index)]
-            target.read_current([c.rule_id for c in readers])
+            source = target.compiled[rule.rule_id]
+            if source.reads_alerts_of:
+                source = target.compiled[source.reads_alerts_of[0]]  # a chain's events are its blocks'
+            index = replay_fixture(client, source, events)
+            # Every compiled rule reading the replay index runs, then the chains over their alerts,
+            # so the whole chain shows.
+            readers = sorted(
+                (c for c in target.compiled.values() if _reads(c.indices, index)), key=lambda c: c.rule_id
+            )
+            names = {c.rule_id for c in readers}
+            chains = sorted(
+                (
+                    c
+                    for c in target.compiled.values()
+                    if c.reads_alerts_of and set(c.reads_alerts_of) <= names
+                ),
+                key=lambda c: c.rule_id,
+            )
+            target.read_current([c.rule_id for c in readers + chains])
             monitor_ids = target.monitor_ids()
             fired = 0
-            for compiled in sorted(readers, key=lambda c: c.rule_id):
+            for compiled in readers + chains:
                 monitor_id = monitor_ids[compiled.rule_id]
+                if compiled.reads_alerts_of:
+                    refresh_alerts(client)
                 before = active_alerts(client, monitor_id)
                 entities = alerted_entities(client.execute_monitor(monitor_id), compiled.rule_id)
                 if not entities:
@@ -372,7 +390,12 @@ def demo(opensearch_url: str | None, rule_path: Path | None, plugin_dir: Path | 
                     )
                     click.echo(f"  entity     {keys}")
                     click.echo("  events:")
-                    for line in events_for_entity(client, index, compiled, entity):
+                    lines = (
+                        chain_event_lines(alert)
+                        if compiled.reads_alerts_of
+                        else events_for_entity(client, index, compiled, entity)
+                    )
+                    for line in lines:
                         click.echo(f"    {line}")
             if not fired:
                 click.echo(f"No alert: no rule fired on '{test.get('name')}'.")

@@ -16,7 +16,7 @@ from deployer.targets.base import TargetError
 from deployer.targets.opensearch import OpenSearchClient
 from deployer.targets.opensearch_chain import ALERT_INDICES
 from deployer.targets.opensearch_compile import EVENTS_AGG, CompiledRule, trigger_id
-from deployer.targets.opensearch_verify import alerted_entities
+from deployer.targets.opensearch_verify import alerted_entities, format_ts
 
 
 @dataclass(frozen=True)
@@ -91,4 +91,19 @@ def chain_alerts(client: OpenSearchClient, monitor_id: str, state: str = "ACTIVE
                 sequences=[list(s) for s in seqs],
             )
         )
+    return out
+
+
+def chain_event_lines(alert: Mapping[str, Any]) -> list[str]:
+    """One line per event of a stored chain alert's sequences: time, step and entity ids."""
+    bucket = (alert.get("agg_alert_content") or {}).get("bucket") or {}
+    out = []
+    for seq in (bucket.get(EVENTS_AGG) or {}).get("value") or []:
+        for event in seq:
+            ids = "  ".join(
+                f"{name}={','.join(str(v) for v in values)}"
+                for name, values in sorted(event.items())
+                if name not in ("t", "s") and values
+            )
+            out.append(f"{format_ts(int(event['t']))}  step {int(event['s']) + 1}  {ids}")
     return out
