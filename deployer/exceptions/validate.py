@@ -8,12 +8,12 @@ per-rule checks, over the same rule files, and reports findings with file:line:c
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from deployer.ecs.registry import FieldRegistry
+from deployer.ecs.registry import FieldInfo, FieldRegistry
 from deployer.exceptions.filter import parse_time
 from deployer.exceptions.loader import catalogue_for, discover_exception_files
 from deployer.exceptions.model import (
@@ -44,10 +44,25 @@ def validate_exceptions(
     registry: FieldRegistry,
     default_dir: Path,
     now: datetime | None = None,
+    registry_for: Callable[[RuleFile], FieldRegistry] | None = None,
 ) -> list[Finding]:
-    """Every finding about the exception lists under ``paths`` and the rules' references to them."""
+    """Every finding about the exception lists under ``paths`` and the rules' references to them.
+
+    A list's fields are looked up the way its rules' query fields are: ``registry_for(rule)`` (ECS,
+    extra fields and the field packs of the rule's index patterns) for every rule that references
+    it; a field any of them knows is known. A list no rule references uses ``registry``.
+    """
     now = now or datetime.now(UTC)
     refs = list(_references(rule_paths))
+    by_list: dict[str, list[FieldRegistry]] = {}
+    for rule, _, ref in refs:
+        if registry_for is not None and isinstance(ref.get("list_id"), str):
+            try:
+                found = registry_for(rule)
+            except Exception:  # noqa: BLE001 - a broken field pack is reported by the rule checks
+                found = registry
+            if all(found is not r for r in by_list.setdefault(ref["list_id"], [])):
+                by_list[ref["list_id"]].append(found)
     catalogue, findings = catalogue_for(
         paths, {r[2].get("list_id") for r in refs if isinstance(r[2].get("list_id"), str)}, default_dir
     )
@@ -60,9 +75,25 @@ def validate_exceptions(
             findings.extend(check_schema(doc.file, "value_list"))
         else:
             findings.extend(check_schema(doc.file, "list"))
-            findings.extend(_check_list(doc, catalogue, registry, now, item_ids))
+            fields = _Fields(by_list.get(str(doc.list_id)) or [registry])
+            findings.extend(_check_list(doc, catalogue, fields, now, item_ids))
     findings.extend(_check_references(refs, catalogue))
     return findings
+
+
+class _Fields:
+    """Field lookup over the registries of the rules that use a list (known to any is known)."""
+
+    def __init__(self, registries: list[FieldRegistry]) -> None:
+        self.registries = registries
+
+    def get(self, name: str) -> FieldInfo | None:
+        """The field's info from the first registry that knows it."""
+        return next((info for r in self.registries if (info := r.get(name)) is not None), None)
+
+    def suggest(self, name: str) -> list[str]:
+        """Close known names, for hints."""
+        return self.registries[0].suggest(name)
 
 
 def _references(rule_paths: Iterable[Path]) -> Iterator[tuple[RuleFile, int, dict[str, Any]]]:
@@ -96,7 +127,7 @@ def _f(
 def _check_list(
     lst: ExceptionList,
     catalogue: Catalogue,
-    registry: FieldRegistry,
+    registry: _Fields,
     now: datetime,
     item_ids: dict[str, tuple[str, int]],
 ) -> Iterator[Finding]:
@@ -155,7 +186,7 @@ def _check_entry(
     where: tuple[Any, ...],
     entry: dict[str, Any],
     prefix: str,
-    registry: FieldRegistry,
+    registry: _Fields,
     catalogue: Catalogue,
 ) -> Iterator[Finding]:
     name = entry.get("field")

@@ -57,7 +57,11 @@ def validate(
         idents.extend(chunk_idents)
     findings.extend(_duplicates(idents))
     # Exception lists and the rules' references to them (deployer.exceptions.validate).
-    findings.extend(validate_exceptions(files, paths, registry, config.root / "detections"))
+    findings.extend(
+        validate_exceptions(
+            files, paths, registry, config.root / "detections", registry_for=lambda r: ctx.fields_for(r).registry
+        )
+    )
     return sorted(findings, key=sort_key)
 
 

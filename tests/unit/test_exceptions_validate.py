@@ -231,3 +231,15 @@ def test_unreadable_files(repo: Path, raw: bytes, needle: str, line: int) -> Non
     assert any(needle in f.message and f.path == str(path) and f.line == line for f in findings), findings
     # The rule's reference to the list that did not load is reported too.
     assert any(f.code == "exceptions-reference" for f in findings)
+
+
+def test_fields_come_from_the_referencing_rules_field_packs(repo: Path) -> None:
+    # An Elastic Defend field: known through the pack mapped to the rule's logs-endpoint.* index.
+    defend = "Target.dll.Ext.code_signature.subject_name"
+    path = _write(repo, GOOD_LIST.replace("field: process.code_signature.subject_name", f"field: {defend}"))
+    assert _run(repo) == []
+    # The same list that no rule references is checked against ECS and the extra fields only.
+    rule = repo / SAMPLE
+    rule.write_text(rule.read_text().replace("exceptions_list:\n  - list_id: approved\n", ""))
+    f = _one(_run(repo), "exceptions-field")
+    assert f.line == _line(path, defend)
