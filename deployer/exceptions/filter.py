@@ -28,7 +28,7 @@ from deployer.exceptions.model import (
     ExceptionList,
 )
 
-Predicate = Callable[[Mapping[str, Any]], bool]
+Predicate = Callable[[Any], bool]  # called with a _View
 # Field name -> Elasticsearch type (None when unknown): the ECS registry's lookup.
 TypeLookup = Callable[[str], "str | None"]
 
@@ -94,6 +94,27 @@ def _collect_objects(node: Any, dotted: str, out: list[Any]) -> None:
             _collect_objects(node[head], rest, out)
         nxt, sep, rest = rest.partition(".")
         head = f"{head}.{nxt}"
+
+
+class _View:
+    """A document as exception entries read it: each field's values collected once per document."""
+
+    __slots__ = ("doc", "_cache")
+
+    def __init__(self, doc: Any) -> None:
+        self.doc = doc
+        self._cache: dict[str, list[Any]] = {}
+
+    def values(self, name: str) -> list[Any]:
+        """The field's leaf values (``field_values``), memoised."""
+        found = self._cache.get(name)
+        if found is None:
+            found = self._cache[name] = field_values(self.doc, name)
+        return found
+
+    def objects(self, path: str) -> list[_View]:
+        """The objects under a nested path, each a view of its own."""
+        return [_View(sub) for sub in _sub_documents(self.doc, path)]
 
 
 # ---------------------------------------------------------------- value comparison
@@ -188,7 +209,17 @@ class CompiledItem:
     list_id: str
     item_id: str
     name: str
-    matches: Predicate
+    test: Predicate  # on a _View
+    # (field, values): an included exact match on a keyword field the item needs, so a document
+    # without one of these values cannot match it (used to index the items of a rule).
+    key: tuple[str, frozenset[str]] | None = None
+    # (field, prefix): else an included case-sensitive wildcard on a keyword field whose pattern
+    # starts with this literal text, so only values starting with it can match.
+    prefix: tuple[str, str] | None = None
+
+    def matches(self, doc: Any) -> bool:
+        """True when Kibana's clause for this item matches the document."""
+        return self.test(doc if isinstance(doc, _View) else _View(doc))
 
 
 def _type_of(types: TypeLookup | None, name: str) -> str:
@@ -210,9 +241,9 @@ def _entry_predicate(
             if isinstance(e, Mapping)
         ]
 
-        def nested(doc: Mapping[str, Any]) -> bool:
+        def nested(doc: _View) -> bool:
             # A nested query: one and the same nested object must satisfy every inner entry.
-            return any(all(p(sub) for p in inner) for sub in _sub_documents(doc, name))
+            return any(all(p(sub) for p in inner) for sub in doc.objects(name))
 
         return nested
     positive = _positive(name, _type_of(types, type_prefix + name), kind, entry, catalogue)
@@ -223,20 +254,20 @@ def _entry_predicate(
 
 def _positive(name: str, ftype: str, kind: Any, entry: Mapping[str, Any], catalogue: Catalogue) -> Predicate:
     if kind == "exists":
-        return lambda doc: bool(field_values(doc, name))
+        return lambda doc: bool(doc.values(name))
     if kind in ("match", "match_any"):
         raw = entry.get("value")
         wanted = [str(v) for v in (raw if isinstance(raw, list) else [raw])]
         equals = _equals(ftype)
-        return lambda doc: any(equals(v, w) for v in field_values(doc, name) for w in wanted)
+        return lambda doc: any(equals(v, w) for v in doc.values(name) for w in wanted)
     if kind == "wildcard":
         regex = wildcard_regex(str(entry.get("value")))
         if ftype in ("text", "match_only_text"):
             # Analysed text: the pattern runs on each lower-cased term; nothing is normalised in it.
             return lambda doc: any(
-                regex.fullmatch(t.lower()) for v in field_values(doc, name) for t in _TOKEN.findall(str(v))
+                regex.fullmatch(t.lower()) for v in doc.values(name) for t in _TOKEN.findall(str(v))
             )
-        return lambda doc: any(regex.fullmatch(_keyword(v)) for v in field_values(doc, name))
+        return lambda doc: any(regex.fullmatch(_keyword(v)) for v in doc.values(name))
     if kind == "list":
         return _list_predicate(name, entry, ftype, catalogue)
     raise ValueError(f"unknown entry type {kind!r}")
@@ -253,11 +284,11 @@ def _list_predicate(name: str, entry: Mapping[str, Any], ftype: str, catalogue: 
     values = value_list.values
     if value_list.type == "ip_range":
         networks = [_range_or_network(v) for v in values]
-        return lambda doc: any(_in_ranges(v, networks) for v in field_values(doc, name))
+        return lambda doc: any(_in_ranges(v, networks) for v in doc.values(name))
     if ftype == "ip" or value_list.type == "ip":
-        return lambda doc: any(_ip_equals(v, w) for v in field_values(doc, name) for w in values)
+        return lambda doc: any(_ip_equals(v, w) for v in doc.values(name) for w in values)
     wanted = set(values)
-    return lambda doc: any(_keyword(v) in wanted for v in field_values(doc, name))
+    return lambda doc: any(_keyword(v) in wanted for v in doc.values(name))
 
 
 def _range_or_network(text: str) -> tuple[Any, Any]:
@@ -279,10 +310,10 @@ def _in_ranges(stored: Any, ranges: Sequence[tuple[Any, Any]]) -> bool:
 def _os_predicate(os_type: str) -> Predicate:
     # transformOsType: one variant with `host.os.type: <os>`, one with `host.os.name.caseless: <os>`
     # (a keyword with a lower-casing normaliser).
-    def matches(doc: Mapping[str, Any]) -> bool:
-        if any(_keyword(v) == os_type for v in field_values(doc, "host.os.type")):
+    def matches(doc: _View) -> bool:
+        if any(_keyword(v) == os_type for v in doc.values("host.os.type")):
             return True
-        return any(_keyword(v).lower() == os_type for v in field_values(doc, "host.os.name"))
+        return any(_keyword(v).lower() == os_type for v in doc.values("host.os.name"))
 
     return matches
 
@@ -319,17 +350,89 @@ def compile_item(
     os_types = [str(o) for o in item.get("os_types") or []]
     os_checks = [_os_predicate(o) for o in os_types]
 
-    def body(doc: Mapping[str, Any]) -> bool:
+    def body(doc: _View) -> bool:
         return all(p(doc) for p in entries)
 
     if os_checks:
 
-        def matches(doc: Mapping[str, Any]) -> bool:
+        def matches(doc: _View) -> bool:
             return any(check(doc) for check in os_checks) and body(doc)
 
     else:
         matches = body
-    return CompiledItem(str(lst.list_id), str(item.get("item_id")), str(item.get("name") or ""), matches)
+    key = _index_key(item, types)
+    return CompiledItem(
+        str(lst.list_id),
+        str(item.get("item_id")),
+        str(item.get("name") or ""),
+        matches,
+        key,
+        None if key is not None else _prefix_key(item, types),
+    )
+
+
+_EXACT_TYPES = frozenset({"keyword", "constant_keyword", "wildcard"})
+
+
+def _literal_prefix(pattern: str) -> str:
+    """The text a wildcard pattern's matches all start with (escapes resolved)."""
+    out: list[str] = []
+    i = 0
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch in "*?":
+            break
+        if ch == "\\" and i + 1 < len(pattern):
+            out.append(pattern[i + 1])
+            i += 2
+            continue
+        out.append(ch)
+        i += 1
+    return "".join(out)
+
+
+def _prefix_key(item: Mapping[str, Any], types: TypeLookup | None) -> tuple[str, str] | None:
+    """The first included wildcard entry on a keyword field with a literal prefix, as (field, prefix)."""
+    for entry in item.get("entries") or []:
+        if not isinstance(entry, Mapping) or entry.get("operator") != "included" or entry.get("type") != "wildcard":
+            continue
+        name = str(entry.get("field"))
+        prefix = _literal_prefix(str(entry.get("value")))
+        if prefix and _type_of(types, name) in _EXACT_TYPES:
+            return name, prefix
+    return None
+
+
+def _index_key(item: Mapping[str, Any], types: TypeLookup | None) -> tuple[str, frozenset[str]] | None:
+    """The first included match/match_any entry on a keyword field, as (field, values)."""
+    for entry in item.get("entries") or []:
+        if not isinstance(entry, Mapping) or entry.get("operator") != "included":
+            continue
+        name = str(entry.get("field"))
+        if entry.get("type") in ("match", "match_any") and _type_of(types, name) in _EXACT_TYPES:
+            raw = entry.get("value")
+            return name, frozenset(str(v) for v in (raw if isinstance(raw, list) else [raw]))
+    return None
+
+
+class _Index:
+    """A rule's items by exact keyword value, by wildcard prefix (per prefix length), and the rest."""
+
+    def __init__(self, items: list[CompiledItem]) -> None:
+        self.exact: dict[str, dict[str, list[CompiledItem]]] = {}
+        self.prefixes: dict[str, dict[int, dict[str, list[CompiledItem]]]] = {}
+        self.rest: list[CompiledItem] = []
+        for item in items:
+            if item.key is not None:
+                table = self.exact.setdefault(item.key[0], {})
+                for value in item.key[1]:
+                    table.setdefault(value, []).append(item)
+            elif item.prefix is not None:
+                name, prefix = item.prefix
+                by_length = self.prefixes.setdefault(name, {})
+                by_length.setdefault(len(prefix), {}).setdefault(prefix, []).append(item)
+            else:
+                self.rest.append(item)
 
 
 @dataclass
@@ -340,13 +443,36 @@ class RuleExceptions:
     items: list[CompiledItem] = field(default_factory=list)
     unprocessed: list[str] = field(default_factory=list)  # names Kibana warns about and does not apply
 
-    def excepts(self, doc: Mapping[str, Any]) -> bool:
-        """True when any item matches the document (items and lists are OR-ed)."""
-        return any(item.matches(doc) for item in self.items)
+    _indexed: tuple[list[CompiledItem], _Index] | None = field(default=None, repr=False, compare=False)
+
+    def _index(self) -> _Index:
+        # Items keyed on an exact keyword value (or a wildcard's literal prefix) are only tried for
+        # documents holding such a value; the others on every document. Rebuilt when `items` changes.
+        if self._indexed is None or self._indexed[0] is not self.items:
+            self._indexed = (self.items, _Index(self.items))
+        return self._indexed[1]
 
     def which(self, doc: Mapping[str, Any]) -> CompiledItem | None:
-        """The first item that excepts the document, for explanations."""
-        return next((item for item in self.items if item.matches(doc)), None)
+        """The first item (in index order) that excepts the document, or None."""
+        view = _View(doc)
+        index = self._index()
+        for name, table in index.exact.items():
+            for value in view.values(name):
+                for item in table.get(_keyword(value), ()):
+                    if item.test(view):
+                        return item
+        for name, by_length in index.prefixes.items():
+            for value in view.values(name):
+                text = _keyword(value)
+                for length, table in by_length.items():
+                    for item in table.get(text[:length], ()):
+                        if item.test(view):
+                            return item
+        return next((item for item in index.rest if item.test(view)), None)
+
+    def excepts(self, doc: Mapping[str, Any]) -> bool:
+        """True when any item matches the document (items and lists are OR-ed)."""
+        return self.which(doc) is not None
 
 
 def for_rule(

@@ -567,3 +567,49 @@ def test_streaming_replay_applies_the_same_pre_filter(tmp_path) -> None:  # noqa
     streamed = [r["event_ids"] for r in replay_file([rule], str(path), exceptions=cat, field_types=_types)]
     batch = [r["event_ids"] for r in replay([rule], _seq_events(), exceptions=cat)]
     assert streamed == batch == [["word", "net-evil"]]
+
+
+def test_indexed_lookup_agrees_with_trying_every_item() -> None:
+    import random
+
+    from deployer.exceptions.filter import for_rule
+
+    items = "".join(
+        textwrap.dedent(
+            f"""\
+        - item_id: m{n}
+          name: m
+          description: x
+          entries: [{{field: user.name, type: match_any, operator: included, value: [u{n}, v{n}]}}, {{field: host.name, type: match, operator: excluded, value: h{n % 3}}}]
+        - item_id: w{n}
+          name: w
+          description: x
+          entries: [{{field: process.executable, type: wildcard, operator: included, value: 'C:\\\\d{n}\\\\*.exe'}}]
+        - item_id: e{n}
+          name: e
+          description: x
+          entries: [{{field: process.args, type: exists, operator: included}}, {{field: user.name, type: match, operator: excluded, value: u{n}}}]
+        """
+        )
+        for n in range(6)
+    )
+    cat = _catalogue(_list("l", items))
+    compiled = for_rule(_rule(ONE, "l"), cat, _types)
+    index = compiled._index()
+    assert set(index.exact) == {"user.name"} and set(index.prefixes) == {"process.executable"} and len(index.rest) == 6
+    rnd = random.Random(3)
+    outcomes = set()
+    for _ in range(500):
+        doc: dict[str, Any] = {}
+        if rnd.random() < 0.7:
+            doc["user"] = {"name": rnd.choice(["u1", "v2", "u5", "x", "U1"])}
+        if rnd.random() < 0.7:
+            doc["host"] = {"name": rnd.choice(["h0", "h1", "h2"])}
+        if rnd.random() < 0.5:
+            doc["process"] = {"executable": rnd.choice([r"C:\d1\a.exe", r"C:\d7\a.exe", r"c:\d1\a.exe", r"C:\d2\x\b.exe"])}
+            if rnd.random() < 0.5:
+                doc["process"]["args"] = ["a"]
+        brute = any(item.matches(doc) for item in compiled.items)
+        assert compiled.excepts(doc) == brute, doc
+        outcomes.add(brute)
+    assert outcomes == {True, False}
