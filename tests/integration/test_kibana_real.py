@@ -192,3 +192,60 @@ def test_saved_plan_applies_once_and_refuses_when_kibana_moved(
     stale = _dac(tmp_path, monkeypatch, "deploy", "--plan", "plan.json", "--space", space)
     assert stale.exit_code == 1
     assert "rule dac-it-rule-101: changed in the target since the plan (revision" in stale.output
+
+
+_LIST = """\
+list_id: dac-it-allow
+name: dac integration allow-list
+description: Created by the dac integration tests.
+items:
+  - item_id: dac-it-allow-admin
+    name: admin
+    description: the admin's maintenance runs
+    entries:
+      - {field: user.name, type: match, operator: included, value: admin}
+    comments: [{comment: created by the integration tests}]
+  - item_id: dac-it-allow-updater
+    name: updater path
+    description: the updater
+    expire_time: "2099-01-01T00:00:00Z"
+    entries:
+      - {field: process.executable, type: wildcard, operator: included, value: 'C:\\\\Program Files\\\\Updater\\\\*'}
+"""
+
+
+def test_exception_lists_deploy_twice_prune_and_round_trip(
+    space: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    rules = tmp_path / "detections" / "windows"
+    rules.mkdir(parents=True)
+    (rules / "r100.yaml").write_text(
+        _rule(100).replace("severity:", "exceptions_list:\n  - list_id: dac-it-allow\nseverity:", 1), encoding="utf-8"
+    )
+    (tmp_path / "detections" / "exceptions").mkdir()
+    (tmp_path / "detections" / "exceptions" / "allow.yaml").write_text(_LIST, encoding="utf-8")
+
+    first = _dac(tmp_path, monkeypatch, "deploy", "detections", "--space", space, "--format", "json")
+    assert first.exit_code == 0, first.output
+    assert yaml.safe_load(first.stdout)["summary"] == {"ok": 4, "failed": 0}
+    again = _dac(tmp_path, monkeypatch, "deploy", "detections", "--space", space, "--format", "json")
+    assert again.exit_code == 0, again.output
+    assert yaml.safe_load(again.stdout)["results"] == []  # Kibana's stored forms compare equal
+
+    out = tmp_path / "exported"
+    exported = _dac(tmp_path, monkeypatch, "export", "--space", space, "--out", str(out))
+    assert exported.exit_code == 0, exported.output
+    assert (out / "exceptions").is_dir()
+    assert _dac(tmp_path, monkeypatch, "plan", str(out), "--space", space).exit_code == 0
+
+    (tmp_path / "detections" / "exceptions" / "allow.yaml").unlink()
+    (rules / "r100.yaml").write_text(_rule(100), encoding="utf-8")
+    pruned = _dac(tmp_path, monkeypatch, "deploy", "detections", "--space", space, "--prune", "--format", "json")
+    assert pruned.exit_code == 0, pruned.output
+    with _session() as s:
+        gone = s.get(
+            f"{os.environ['KIBANA_URL'].rstrip('/')}/s/{space}/api/exception_lists",
+            params={"list_id": "dac-it-allow", "namespace_type": "single"},
+            timeout=30,
+        )
+    assert gone.status_code == 404
