@@ -219,8 +219,8 @@ def test_wildcard_that_matches_an_allowed_value_is_fine(rules_dir: Path) -> None
         ("destination.port == 443", 'destination.ip == "10.0.0.300"', "not an IP address"),
         (
             "destination.port == 443",
-            "process.name == 5",
-            "'process.name' is a keyword field; compared with integer",
+            "process.name == true",
+            "'process.name' is a keyword field; compared with boolean",
         ),
         ("destination.port == 443", 'startsWith(destination.port, "4")', "startsWith() works on strings"),
         ("destination.port == 443", 'process.pid like "12*"', "'like' matches strings"),
@@ -229,6 +229,20 @@ def test_wildcard_that_matches_an_allowed_value_is_fine(rules_dir: Path) -> None
 def test_field_type_misuse(rules_dir: Path, old: str, new: str, needle: str) -> None:
     _mutate(rules_dir, old, new)
     assert needle in _only(_run(rules_dir), "field-type").message
+
+
+def test_keyword_equal_to_a_number_is_fine(rules_dir: Path) -> None:
+    # Elasticsearch compares the number's string form, as Elastic's own rules rely on
+    # (`file.Ext.windows.zone_identifier == 3`).
+    _mutate(rules_dir, "destination.port == 443", "process.name == 5")
+    assert _run(rules_dir) == []
+
+
+def test_keyword_ordered_against_a_number_is_a_warning(rules_dir: Path) -> None:
+    _mutate(rules_dir, "destination.port == 443", "process.name > 5")
+    finding = _only(_run(rules_dir), "field-type")
+    assert finding.severity == "warning"
+    assert "compared with 5 as a string" in finding.message
 
 
 def test_sequence_without_maxspan(rules_dir: Path) -> None:

@@ -226,7 +226,20 @@ class _QueryChecker:
                     lit, "field-type", f"'{name}' is {article(ftype)} field; compared with a boolean"
                 )
         elif kind == "string":
-            if isinstance(lit, (ast.NumberLiteral, ast.BooleanLiteral)):
+            if isinstance(lit, ast.NumberLiteral):
+                # Elasticsearch accepts a number against a keyword field and compares its decimal
+                # string form (the evaluator does the same): `zone_identifier == 3` matches "3".
+                # Only an ordering comparison is a trap, because strings order digit by digit.
+                if not equality:
+                    yield self.finding(
+                        lit,
+                        "field-type",
+                        f"'{name}' is {article(ftype)} field, so it is compared with {value!r} as a "
+                        f'string: "10" sorts before "9"',
+                        "compare with an explicit list of values, or use a numeric field",
+                        WARNING,
+                    )
+            elif isinstance(lit, ast.BooleanLiteral):
                 yield self.finding(
                     lit,
                     "field-type",
@@ -383,7 +396,10 @@ class _QueryChecker:
             yield self.finding(
                 seq,
                 "sequence-maxspan",
-                "sequence has no maxspan; it would join events hours apart",
+                # Kibana bounds such a sequence only by the rule's look-back; `dac run` over a
+                # day of telemetry has no look-back at all, so the two would disagree.
+                "sequence has no maxspan: Kibana joins events anywhere in the rule's look-back "
+                f"(from: {self.rule.data.get('from') or 'now-6m'}), an offline replay across the whole input",
                 f"add 'with maxspan=...' after the join keys (at most {limit_text})",
             )
         elif seq.maxspan.millis > limit_ms:
