@@ -461,10 +461,19 @@ class KibanaTarget:
             else ("exception_item", "exception_list")
         )
         failed_lists: set[str] = set()
+        # Deleting a list deletes its items: those need no request of their own.
+        doomed = {
+            (self._raw_exceptions.get(c.rule_id) or {}).get("list_id")
+            for c in kx.iter_writes(writes, "exception_list", (DELETE,))
+        }
         for kind in kinds:
             for c in kx.iter_writes(writes, kind, actions):
                 body = dict(c.desired or {})
                 current = self._raw_exceptions.get(c.rule_id) or {}
+                if kind == "exception_item" and c.action == DELETE and current.get("list_id") in doomed:
+                    results.append(Result(c.rule_id, c.action, True, "deleted with its list"))
+                    _tick(progress, 1)
+                    continue
                 if kind == "exception_item" and body.get("list_id") in failed_lists:
                     results.append(
                         Result(c.rule_id, c.action, False, f"its list {body['list_id']!r} was not written")

@@ -118,9 +118,15 @@ def test_removed_list_is_pruned_only_when_owned(kibana, env, dac, tmp_path: Path
         "exception-item:tool-0001-admin": "orphan",
         "exception-item:tool-0001-backup-host": "orphan",
     }
+    kibana.reset_counts()
     result = dac("deploy", str(rules), "--prune", "--format", "json", env=env)
     assert result.exit_code == 0, result.stderr
     assert set(_lists(kibana)) == {"soc-manual"} and _items(kibana) == {}
+    # One _import for the rule, one DELETE for the list (its items go with it).
+    assert [(r.method, r.path) for r in kibana.state.requests if r.write] == [
+        ("POST", "/api/detection_engine/rules/_import"),
+        ("DELETE", "/api/exception_lists"),
+    ]
     # The rule stopped referencing the list before the list went away.
     assert kibana.rules()["gen-rule-0001"]["exceptions_list"] == []
 
