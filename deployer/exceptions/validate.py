@@ -73,6 +73,7 @@ def validate_exceptions(
             continue  # loaded only to resolve a reference; its own run reports on it
         if isinstance(doc, ValueList):
             findings.extend(check_schema(doc.file, "value_list"))
+            findings.extend(_check_values(doc))
         else:
             findings.extend(check_schema(doc.file, "list"))
             fields = _Fields(by_list.get(str(doc.list_id)) or [registry])
@@ -294,6 +295,25 @@ def _value_problem(field_type: str, value: str) -> str | None:
     elif field_type in ("date", "date_nanos") and parse_time(value) is None and not value.isdigit():
         return "is not a date"
     return None
+
+
+def _check_values(value_list: ValueList) -> Iterator[Finding]:
+    """Each value of an ip / ip_range value list is an address / a CIDR or a dash range."""
+    if value_list.type not in ("ip", "ip_range"):
+        return
+    for i, value in enumerate(value_list.values):
+        try:
+            if value_list.type == "ip":
+                ipaddress.ip_address(value)
+            elif "-" in value and "/" not in value:
+                lo, hi = (ipaddress.ip_address(v.strip()) for v in value.split("-", 1))
+                if lo.version != hi.version or lo > hi:
+                    raise ValueError(value)
+            else:
+                ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            want = "an IP address" if value_list.type == "ip" else "a CIDR or a range like 10.0.0.1-10.0.0.9"
+            yield _f(value_list.file, ("values", i), "exceptions-value", f"{value!r} is not {want}")
 
 
 def _check_references(

@@ -243,3 +243,13 @@ def test_fields_come_from_the_referencing_rules_field_packs(repo: Path) -> None:
     rule.write_text(rule.read_text().replace("exceptions_list:\n  - list_id: approved\n", ""))
     f = _one(_run(repo), "exceptions-field")
     assert f.line == _line(path, defend)
+
+
+def test_ip_value_list_values_are_addresses(repo: Path) -> None:
+    path = repo / "exceptions" / "nets.yaml"
+    path.write_text("id: nets\ntype: ip_range\nname: nets\nvalues: ['10.0.0.0/8', '10.0.0.9-10.0.0.1', not-an-ip]\n")
+    findings = [f for f in _run(repo) if f.code == "exceptions-value"]
+    assert [(f.line, f.message) for f in findings] == [
+        (4, "'10.0.0.9-10.0.0.1' is not a CIDR or a range like 10.0.0.1-10.0.0.9"),
+        (4, "'not-an-ip' is not a CIDR or a range like 10.0.0.1-10.0.0.9"),
+    ]
