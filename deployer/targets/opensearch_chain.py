@@ -49,8 +49,12 @@ from deployer.targets.opensearch_compile import (
 )
 
 RULE_ID_FIELD = "kibana.alert.rule.rule_id"
-# Alerting's alert indices: active alerts, and completed ones moved to the history indices.
-ALERT_INDICES = [".opendistro-alerting-alerts", ".opendistro-alerting-alert-history-*"]
+# Alerting's alert indices: active alerts, and completed ones moved to the history indices. Both
+# as patterns: Alerting refuses a monitor whose concrete index does not exist ("Configured indices
+# are not found", 404), and `.opendistro-alerting-alerts` only exists once some monitor has
+# alerted, so on a fresh cluster a concrete name fails the chain's deploy. A pattern starting with
+# a dot matches these hidden indices.
+ALERT_INDICES = [".opendistro-alerting-alerts*", ".opendistro-alerting-alert-history-*"]
 
 # Per alert document: the building block's recorded events that a chain step takes, each with
 # the chain's join-key values. ``params.steps``: trigger id -> stage (as a string) -> step bits.

@@ -51,7 +51,11 @@ FIXTURE = REPO / "detections" / "windows" / "fixtures" / "an1314_two_hosts_two_c
 @pytest.fixture
 def blocks(opensearch_alerting: Any) -> Any:
     """The two building blocks' monitors (block 1 also reports its spawn events' child ids) and the replayed fixture."""
+    from deployer.targets.opensearch_verify import deploy_templates, load_engine_templates
+
     client = OpenSearchClient(opensearch_alerting.url)
+    # The ECS templates make the replayed fields keywords; a fresh cluster would map them as text.
+    deploy_templates(client, load_engine_templates(REPO))
     rules = {r.rule_id: r for r in load_rule_files([REPO / "detections"]).rules}
     ids, compiled = [], {}
     for rid in (BLOCK1, BLOCK2):
