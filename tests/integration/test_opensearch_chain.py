@@ -168,6 +168,10 @@ def _rules() -> list[Any]:
     return [r for r in load_rule_files([RULES_DIR]).rules if r.rule_id and r.rule_id.startswith("an1314-")]
 
 
+def _rules_by_id() -> dict[str, Any]:
+    return {r.rule_id: r for r in _rules()}
+
+
 def _cases() -> list[tuple[str, dict[str, Any]]]:
     by_id = {r.rule_id: r for r in _rules()}
     return [(rid, case) for rid in CHAINS for case in by_id[rid].metadata["tests"]]
@@ -246,3 +250,33 @@ def test_dac_verify_checks_both_chains_on_stored_alerts(setup) -> None:
     for o in chain_outcomes:
         # One stored chain alert per expected chain, read back from the Alerting API.
         assert len(o.alert_ids) == len(o.expected) and set(o.persisted) == set(o.expected), o
+
+
+def test_the_job_scheduler_raises_the_chain_alert(setup) -> None:
+    """Not `_execute`: the blocks and the chain on a 1-minute schedule; the chain alerts on its own."""
+    client: OpenSearchClient = setup["client"]
+    compiled: dict[str, CompiledRule] = setup["compiled"]
+    chain = compiled[CHAIN]
+    for hit in client.search_monitors():
+        if is_owned(hit["monitor"]):
+            client.delete_monitor(hit["_id"])
+    ids = {}
+    for rid in [*chain_run.blocks_of(chain), CHAIN]:
+        body = copy.deepcopy(compiled[rid].monitor)
+        body["enabled"] = True
+        body["schedule"] = {"period": {"interval": 1, "unit": "MINUTES"}}
+        ids[rid] = client.create_monitor(body)
+    try:
+        case = next(t for t in _rules_by_id()[CHAIN].metadata["tests"] if t["expect"] == "match")
+        events = [json.loads(x) for x in (RULES_DIR / case["events"]).read_text().splitlines() if x.strip()]
+        ov.replay_fixture(client, compiled[chain_run.blocks_of(chain)[0]], events)
+        child = _event(events, case["sequences"][0][0])["process"]["entity_id"]
+        deadline = time.monotonic() + 300
+        alerts: list[chain_run.ChainAlert] = []
+        while not alerts and time.monotonic() < deadline:
+            time.sleep(5)
+            alerts = chain_run.chain_alerts(client, ids[CHAIN])
+        assert [a.key for a in alerts] == [(child,)], "no chain alert from the job scheduler within 300 s"
+    finally:
+        for monitor_id in ids.values():
+            client.delete_monitor(monitor_id)
