@@ -275,7 +275,7 @@ def test_compile_rules_collects_refusals_rule_by_rule():
     loaded = load_rule_files([DATA])
     assert not loaded.findings
     report = compile_rules(loaded.rules)
-    # The rule over alerts compiles together with its building blocks (tests/unit/test_opensearch_chain.py).
+    # The rule over alerts compiles together with its building blocks (tests/unit/test_opensearch_chain_compile.py).
     assert sorted(c.rule_id for c in report.compiled) == [
         "dac-os-test-app-spawn",
         "dac-os-test-child-network",
