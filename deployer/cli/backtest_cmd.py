@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from deployer.cli.common import EXIT_FAIL, EXIT_OK, fail, format_option
+from deployer.cli.common import EXIT_FAIL, EXIT_OK, Status, fail, format_option
 from deployer.testing.loading import DEFAULT_RULES_DIR
 
 
@@ -60,7 +60,7 @@ def backtest(events_path: str, rule_paths: tuple[Path, ...], fmt: str, output: P
     if not loaded.rules:
         raise click.UsageError("no rule files found under " + ", ".join(str(p) for p in rule_paths))
 
-    status = _Status(enabled=sys.stderr.isatty() and fmt != "json")
+    status = Status(enabled=sys.stderr.isatty() and fmt != "json")
     line = report.ProgressLine(report.plain_size(events_path))
     try:
         result = run_backtest(
@@ -88,24 +88,3 @@ def backtest(events_path: str, rule_paths: tuple[Path, ...], fmt: str, output: P
     else:
         sys.stdout.write(text)
     sys.exit(EXIT_OK)
-
-
-class _Status:
-    """A one-line progress status on stderr, only when enabled (a terminal, not --format json)."""
-
-    def __init__(self, *, enabled: bool) -> None:
-        self._status = None
-        if enabled:
-            from rich.console import Console
-
-            self._status = Console(stderr=True).status("reading events")
-            self._status.start()
-
-    def update(self, message: str) -> None:
-        if self._status is not None:
-            self._status.update(message)
-
-    def stop(self) -> None:
-        if self._status is not None:
-            self._status.stop()
-            self._status = None

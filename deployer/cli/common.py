@@ -72,3 +72,24 @@ def progress_bar(text: str) -> Any:
         console=Console(stderr=True),
         transient=True,
     )
+
+
+class Status:
+    """A one-line progress status on stderr, shown only when enabled (a terminal, not --format json)."""
+
+    def __init__(self, *, enabled: bool) -> None:
+        self._status = None
+        if enabled:
+            from rich.console import Console
+
+            self._status = Console(stderr=True).status("reading events")
+            self._status.start()
+
+    def update(self, message: str) -> None:
+        if self._status is not None:
+            self._status.update(message)
+
+    def stop(self) -> None:
+        if self._status is not None:
+            self._status.stop()
+            self._status = None

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from deployer.cli.common import EXIT_FAIL, EXIT_OK, fail
+from deployer.cli.common import EXIT_FAIL, EXIT_OK, Status, fail
 from deployer.testing.loading import DEFAULT_RULES_DIR
 
 
@@ -69,7 +69,7 @@ def run(events_path: str, rule_paths: tuple[Path, ...], engine: str, opensearch_
         _run_opensearch(loaded, events_path, opensearch_url)
         return
 
-    status = _Status(enabled=sys.stderr.isatty())
+    status = Status(enabled=sys.stderr.isatty())
     refused: list = []
     try:
         results = replay_file(
@@ -109,27 +109,6 @@ def run(events_path: str, rule_paths: tuple[Path, ...], engine: str, opensearch_
             summary += f", {len(loaded.errors)} rule files not loaded"
         click.echo(summary, err=True)
         sys.exit(EXIT_FAIL)
-
-
-class _Status:
-    """A one-line progress status on stderr, only when stderr is a terminal."""
-
-    def __init__(self, *, enabled: bool) -> None:
-        self._status = None
-        if enabled:
-            from rich.console import Console
-
-            self._status = Console(stderr=True).status("reading events")
-            self._status.start()
-
-    def update(self, message: str) -> None:
-        if self._status is not None:
-            self._status.update(message)
-
-    def stop(self) -> None:
-        if self._status is not None:
-            self._status.stop()
-            self._status = None
 
 
 def _run_opensearch(loaded: Any, events_path: str, url: str | None) -> None:
