@@ -35,15 +35,11 @@ from deployer.targets.opensearch_compile import (
     EVENTS_AGG,
     MAX_EMITTED_SEQUENCES,
     MAX_KEY_COMBINATIONS,
-    NAME_PREFIX,
-    OWNER_KEY,
-    OWNER_VALUE,
     SEQUENCE_AGG,
-    SEVERITY,
     CompiledRule,
     UnsupportedConstruct,
     _parse_query,
-    fingerprint,
+    bucket_monitor,
     parse_duration_ms,
     trigger_id,
 )
@@ -373,40 +369,9 @@ def compile_chain(
         },
     }
     name = str(rule.get("name") or rid)
-    severity = SEVERITY.get(str(rule.get("severity", "medium")).lower(), "3")
-    monitor: dict[str, Any] = {
-        "type": "monitor",
-        "monitor_type": "bucket_level_monitor",
-        "name": NAME_PREFIX + name,
-        "enabled": bool(rule.get("enabled", True)),
-        "schedule": {"period": {"interval": interval_minutes, "unit": "MINUTES"}},
-        "inputs": [{"search": {"indices": list(ALERT_INDICES), "query": search}}],
-        "triggers": [
-            {
-                "bucket_level_trigger": {
-                    "id": trigger_id(rid),
-                    "name": name,
-                    "severity": severity,
-                    "condition": {
-                        "parent_bucket_path": COMPOSITE_AGG,
-                        "buckets_path": {"sequences": f"{SEQUENCE_AGG}.value"},
-                        "script": {"lang": "painless", "source": "params.sequences > 0"},
-                    },
-                    "actions": [],
-                }
-            }
-        ],
-    }
-    fp = fingerprint(monitor)
-    monitor["ui_metadata"] = {
-        OWNER_KEY: {
-            "managed_by": OWNER_VALUE,
-            "rule_id": rid,
-            "rule_version": rule.get("version"),
-            "fingerprint": fp,
-            "reads_alerts_of": sorted(set(block_ids)),
-        }
-    }
+    monitor, fp = bucket_monitor(
+        rid, rule, list(ALERT_INDICES), search, interval_minutes, reads_alerts_of=sorted(set(block_ids))
+    )
     return CompiledRule(
         rule_id=rid,
         name=name,

@@ -740,38 +740,7 @@ def _compile_sequence(
     if not indices:
         raise UnsupportedConstruct(rid, "index", "the rule names no index patterns")
     name = str(rule.get("name") or rid)
-    severity = SEVERITY.get(str(rule.get("severity", "medium")).lower(), "3")
-    trigger = {
-        "bucket_level_trigger": {
-            "id": trigger_id(rid),
-            "name": name,
-            "severity": severity,
-            "condition": {
-                "parent_bucket_path": COMPOSITE_AGG,
-                "buckets_path": {"sequences": f"{SEQUENCE_AGG}.value"},
-                "script": {"lang": "painless", "source": "params.sequences > 0"},
-            },
-            "actions": [],
-        }
-    }
-    monitor: dict[str, Any] = {
-        "type": "monitor",
-        "monitor_type": "bucket_level_monitor",
-        "name": NAME_PREFIX + name,
-        "enabled": bool(rule.get("enabled", True)),
-        "schedule": {"period": {"interval": interval_minutes, "unit": "MINUTES"}},
-        "inputs": [{"search": {"indices": indices, "query": search}}],
-        "triggers": [trigger],
-    }
-    fp = fingerprint(monitor)
-    monitor["ui_metadata"] = {
-        OWNER_KEY: {
-            "managed_by": OWNER_VALUE,
-            "rule_id": rid,
-            "rule_version": rule.get("version"),
-            "fingerprint": fp,
-        }
-    }
+    monitor, fp = bucket_monitor(rid, rule, indices, search, interval_minutes)
     return CompiledRule(
         rule_id=rid,
         name=name,
@@ -785,6 +754,55 @@ def _compile_sequence(
         timestamp_field=ts_field,
         fingerprint=fp,
     )
+
+
+def bucket_monitor(
+    rid: str,
+    rule: Mapping[str, Any],
+    indices: list[str],
+    search: dict[str, Any],
+    interval_minutes: int,
+    **ownership: Any,
+) -> tuple[dict[str, Any], str]:
+    """A rule's bucket-level monitor (trigger on any completed sequence) with its ownership marks.
+
+    Returns the body and its fingerprint; `ownership` adds keys to the marks.
+    """
+    name = str(rule.get("name") or rid)
+    monitor: dict[str, Any] = {
+        "type": "monitor",
+        "monitor_type": "bucket_level_monitor",
+        "name": NAME_PREFIX + name,
+        "enabled": bool(rule.get("enabled", True)),
+        "schedule": {"period": {"interval": interval_minutes, "unit": "MINUTES"}},
+        "inputs": [{"search": {"indices": indices, "query": search}}],
+        "triggers": [
+            {
+                "bucket_level_trigger": {
+                    "id": trigger_id(rid),
+                    "name": name,
+                    "severity": SEVERITY.get(str(rule.get("severity", "medium")).lower(), "3"),
+                    "condition": {
+                        "parent_bucket_path": COMPOSITE_AGG,
+                        "buckets_path": {"sequences": f"{SEQUENCE_AGG}.value"},
+                        "script": {"lang": "painless", "source": "params.sequences > 0"},
+                    },
+                    "actions": [],
+                }
+            }
+        ],
+    }
+    fp = fingerprint(monitor)
+    monitor["ui_metadata"] = {
+        OWNER_KEY: {
+            "managed_by": OWNER_VALUE,
+            "rule_id": rid,
+            "rule_version": rule.get("version"),
+            "fingerprint": fp,
+            **ownership,
+        }
+    }
+    return monitor, fp
 
 
 def trigger_id(rule_id: str) -> str:
