@@ -38,7 +38,15 @@ from deployer.testing.loading import DEFAULT_RULES_DIR
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write the report to this file instead of stdout.",
 )
-def backtest(events_path: str, rule_paths: tuple[Path, ...], fmt: str, output: Path | None) -> None:
+@click.option(
+    "--jobs",
+    "-j",
+    type=click.IntRange(min=1),
+    help="Worker processes sharing the rules, each reading the whole file. Default: the usable CPUs.",
+)
+def backtest(
+    events_path: str, rule_paths: tuple[Path, ...], fmt: str, output: Path | None, jobs: int | None
+) -> None:
     """Summarise per rule: matches, alerts Kibana would write, hosts, users, entities, time span, per-hour counts.
 
     Exit 0 (refused rules are listed in the report), 1 on bad events or rule files.
@@ -47,6 +55,7 @@ def backtest(events_path: str, rule_paths: tuple[Path, ...], fmt: str, output: P
     from deployer.testing.backtest import backtest as run_backtest
     from deployer.testing.events import EventsError, default_field_types
     from deployer.testing.loading import load_rules
+    from deployer.testing.workers import usable_cpus
 
     if not rule_paths:
         if not DEFAULT_RULES_DIR.is_dir():
@@ -71,6 +80,7 @@ def backtest(events_path: str, rule_paths: tuple[Path, ...], fmt: str, output: P
             progress=lambda n, chars: status.update(f"{len(loaded.rules)} rules: {line(n, chars)}"),
             on_fallback=lambda why: status.update(f"second pass: {why}"),
             exceptions=loaded.exceptions,
+            jobs=jobs or usable_cpus(),
         )
     except EventsError as exc:
         status.stop()

@@ -24,9 +24,10 @@ from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
 from deployer.eql.values import first_value, make_getter, parse_timestamp
-from deployer.testing.evaluate import DEFAULT_MAX_SIGNALS, Refusal, RuleLike, is_sequence_query
+from deployer.testing.evaluate import DEFAULT_MAX_SIGNALS, Refusal, RuleLike, closure, is_sequence_query
 from deployer.testing.events import FieldTypeLookup
-from deployer.testing.stream import Progress, evaluate_file
+from deployer.testing.stream import Progress, evaluate_file, seekable
+from deployer.testing.workers import can_fork, run_shares, split_rules
 
 if TYPE_CHECKING:
     from deployer.exceptions.model import Catalogue
@@ -196,13 +197,70 @@ def backtest(
     progress: Progress | None = None,
     on_fallback: Callable[[str], None] | None = None,
     exceptions: Catalogue | None = None,
+    jobs: int = 1,
 ) -> Backtest:
     """Summarise what each rule would have matched and alerted on over an events file.
 
     A rule that cannot be evaluated offline is listed in `refused`; the others are evaluated.
-    `exceptions`: the exception lists the rules reference, applied as Kibana does. Raises
-    `EventsError` on bad input.
+    `exceptions`: the exception lists the rules reference, applied as Kibana does. `jobs`: worker
+    processes sharing the rules (`deployer.testing.workers`); the report is the same for any
+    number. Raises `EventsError` on bad input.
     """
+    shares = split_rules(rules, library, jobs) if jobs > 1 and can_fork() else [list(rules)]
+    if len(shares) == 1:
+        return _backtest(
+            rules,
+            path,
+            library=library,
+            field_types=field_types,
+            stdin=stdin,
+            progress=progress,
+            on_fallback=on_fallback,
+            exceptions=exceptions,
+        )
+    with seekable(path, stdin) as source:
+
+        def work(
+            share: Sequence[RuleLike], relay: Progress | None, fallback: Callable[[str], None] | None
+        ) -> Backtest:
+            mine = {r.rule_id for r in share}
+            others = [r for r in rules if r.rule_id not in mine]
+            return _backtest(
+                share,
+                source,
+                library=[*library, *others],
+                field_types=field_types,
+                progress=relay,
+                on_fallback=fallback,
+                exceptions=exceptions,
+            )
+
+        parts = run_shares(shares, work, progress=progress, on_fallback=on_fallback)
+    return _merge(parts, [*library, *rules])
+
+
+def _merge(parts: Sequence[Backtest], everything: Sequence[RuleLike]) -> Backtest:
+    """One report from the workers' reports, ordered as one process orders it."""
+    summaries = {s.rule_id: s for part in parts for s in part.rules}
+    by_id = {r.rule_id: r for r in everything}
+    # Every summarised rule was evaluated, so its dependency graph is sound.
+    order = [rule_id for rule_id in closure(summaries, by_id) if rule_id in summaries]
+    refused = sorted((x for part in parts for x in part.refused), key=lambda x: x.rule_id)
+    return Backtest([summaries[rule_id] for rule_id in order], refused, parts[0].events)
+
+
+def _backtest(
+    rules: Sequence[RuleLike],
+    path: str,
+    *,
+    library: Sequence[RuleLike] = (),
+    field_types: FieldTypeLookup | None = None,
+    stdin: IO[bytes] | None = None,
+    progress: Progress | None = None,
+    on_fallback: Callable[[str], None] | None = None,
+    exceptions: Catalogue | None = None,
+) -> Backtest:
+    """The backtest in this process."""
     by_id = {r.rule_id: r for r in [*library, *rules]}
     refused: list[Refused] = []
     counter = _EventCounter(progress)

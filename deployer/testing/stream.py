@@ -457,7 +457,7 @@ def evaluate_file(
     name = display_name(path)
     evaluator = Evaluator([*rules, *library], exceptions=exceptions, field_types=field_types)
     targets, refused = evaluator.triage(r.rule_id for r in rules)
-    with _seekable(path, stdin) as source:
+    with seekable(path, stdin) as source:
 
         def report() -> None:
             # Refusals are reported only once the file is known to be good (bad input wins).
@@ -594,7 +594,7 @@ def _read_run(path: Path) -> Iterator[tuple[int, int, str]]:
 
 
 @contextlib.contextmanager
-def _seekable(path: str, stdin: IO[bytes] | None) -> Iterator[str]:
+def seekable(path: str, stdin: IO[bytes] | None) -> Iterator[str]:
     """A path that can be read twice: the file itself, or stdin copied to a temporary file."""
     if str(path) != "-":
         yield str(path)

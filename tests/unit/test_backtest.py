@@ -188,3 +188,87 @@ def test_distinct_counts_are_capped(monkeypatch) -> None:  # noqa: ANN001
     for i in range(5):
         s.add([{"@timestamp": i, "host": {"name": f"h{i}"}}], [])
     assert s.matches == 5 and len(s.hosts) == 3 and s.distinct(s.hosts) == "3+"
+
+
+def test_workers_give_the_one_process_report(tmp_path: Path) -> None:
+    events = [json.loads(line) for line in CHAIN.read_text().splitlines() if line.strip()]
+    shuffled = events[:]
+    random.Random(5).shuffle(shuffled)
+    _write(tmp_path / "shuffled.ndjson", shuffled)
+    for path in (CHAIN, tmp_path / "shuffled.ndjson"):
+        one = _backtest("--rules", str(RULES), "--events", str(path), "--jobs", "1")
+        for jobs in ("2", "3"):
+            assert _backtest("--rules", str(RULES), "--events", str(path), "--jobs", jobs) == one
+    assert {r["rule_id"]: r["matches"] for r in one["rules"]}["t-chain"] == 1
+
+
+def test_stdin_is_read_once_for_all_workers(tmp_path: Path) -> None:
+    text = CHAIN.read_text()
+    one = CliRunner().invoke(
+        main, ["backtest", "--rules", str(RULES), "--events", "-", "--format", "json", "-j", "1"], input=text
+    )
+    two = CliRunner().invoke(
+        main, ["backtest", "--rules", str(RULES), "--events", "-", "--format", "json", "-j", "2"], input=text
+    )
+    assert one.exit_code == two.exit_code == 0, two.output
+    assert json.loads(one.stdout) == json.loads(two.stdout)
+    assert json.loads(two.stdout)["events"] == len([x for x in text.splitlines() if x.strip()])
+
+
+def test_bad_events_in_workers_name_the_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.ndjson"
+    bad.write_text('{"@timestamp": "2024-05-01T00:00:00Z"}\n{"@timestamp": 5, "x": \n')
+    result = CliRunner().invoke(main, ["backtest", "--rules", str(RULES), "--events", str(bad), "-j", "2"])
+    assert result.exit_code == 1
+    assert "bad.ndjson:2" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_split_keeps_dependencies_together_and_balances() -> None:
+    from types import SimpleNamespace
+
+    from deployer.testing.workers import split_rules
+
+    def rule(rule_id: str, *deps: str) -> SimpleNamespace:
+        return SimpleNamespace(
+            rule_id=rule_id, kibana={}, metadata={"depends_on": list(deps)} if deps else {}
+        )
+
+    lib = [rule("lib")]
+    rules = [
+        rule("a"),
+        rule("b", "a"),
+        rule("c", "b"),
+        rule("d"),
+        rule("e"),
+        rule("f", "lib"),
+        rule("g", "lib"),
+    ]
+    shares = split_rules(rules, lib, 2)
+    ids = [[r.rule_id for r in share] for share in shares]
+    assert sorted(sum(ids, [])) == list("abcdefg")
+    where = {rule_id: i for i, share in enumerate(ids) for rule_id in share}
+    # A chain of dependencies, and two rules over one library rule, stay in one share each.
+    assert where["a"] == where["b"] == where["c"]
+    assert where["f"] == where["g"]
+    assert sorted(len(s) for s in ids) == [3, 4]
+    # No more shares than linked groups, none empty.
+    assert len(split_rules(rules[:3], lib, 8)) == 1
+    assert len(split_rules(rules, lib, 8)) == 4
+
+
+def test_a_worker_that_dies_is_an_error() -> None:
+    import os
+
+    import pytest
+
+    from deployer.testing.workers import run_shares
+
+    def work(share, progress, fallback):  # noqa: ANN001, ANN202
+        if share == ["boom"]:
+            os._exit(3)
+        return share
+
+    with pytest.raises(RuntimeError, match="exited with code 3"):
+        run_shares([["ok"], ["boom"]], work)
+    assert run_shares([["x"], ["y"]], work) == [["x"], ["y"]]
