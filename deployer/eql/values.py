@@ -57,6 +57,9 @@ _ISO_RE = re.compile(
 _EPOCH_ORDINAL = datetime(1970, 1, 1).toordinal()
 # "YYYY-MM-DDTHH:MM:SS" -> epoch ms of that second (UTC), filled by the slow path.
 _SECONDS_CACHE: dict[str, int] = {}
+# Seconds kept: time-ordered input reuses only the current second, and a file of millions of
+# events spans tens of thousands of them, so a large bound only grows memory with the input.
+SECONDS_CACHED = 4096
 
 
 def parse_timestamp(value: Any) -> int:
@@ -91,7 +94,7 @@ def parse_timestamp(value: Any) -> int:
             except ValueError as exc:
                 raise ValueError(f"invalid timestamp {value!r}: {exc}") from None
             if text is value and len(value) in (20, 24) and value[19] in ".Z" and m["z"] == "Z":
-                if len(_SECONDS_CACHE) > 65536:
+                if len(_SECONDS_CACHE) >= SECONDS_CACHED:
                     _SECONDS_CACHE.clear()
                 _SECONDS_CACHE[value[:19]] = result - result % 1000
             return result

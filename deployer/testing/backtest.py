@@ -3,8 +3,8 @@
 One streaming pass (`deployer.testing.stream.evaluate_file`, the engine of `dac run`) feeds every
 match to a per-rule summary instead of printing it: matches, the alert documents Kibana would
 write, distinct hosts, users and entities, first and last match time and a per-hour histogram.
-Memory is the rules' open sequence state plus these summaries (per-hour counts, distinct sets
-capped at `DISTINCT_MAX`), never the events.
+Memory is the rules' open sequence state plus these summaries (per-hour counts, distinct counts
+in fixed memory: `deployer.testing.distinct`), never the events.
 
 Alerts follow Kibana's EQL rule executor: each run of a rule writes at most `max_signals` matches
 (the EQL search `size`; default 100); an event query writes one alert per match, a sequence one
@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
 from deployer.eql.values import first_value, make_getter, parse_timestamp
+from deployer.testing.distinct import DistinctCounter
 from deployer.testing.evaluate import DEFAULT_MAX_SIGNALS, Refusal, RuleLike, closure, is_sequence_query
 from deployer.testing.events import FieldTypeLookup
 from deployer.testing.stream import Progress, evaluate_file, seekable
@@ -34,8 +35,6 @@ if TYPE_CHECKING:
 
 # Kibana's default run interval for a rule that does not set one.
 DEFAULT_INTERVAL = "5m"
-# Distinct values kept per rule and dimension; past it the count is shown as a lower bound.
-DISTINCT_MAX = 10_000
 HOUR_MS = 3_600_000
 
 _UNITS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
@@ -73,9 +72,9 @@ class RuleSummary:
     capped: int = 0
     first: int | None = None
     last: int | None = None
-    hosts: set[Any] = field(default_factory=set)
-    users: set[Any] = field(default_factory=set)
-    entities: set[Any] = field(default_factory=set)
+    hosts: DistinctCounter = field(default_factory=DistinctCounter)
+    users: DistinctCounter = field(default_factory=DistinctCounter)
+    entities: DistinctCounter = field(default_factory=DistinctCounter)
     hourly: Counter[int] = field(default_factory=Counter)
     _windows: dict[int, int] = field(default_factory=dict, repr=False)
 
@@ -105,17 +104,13 @@ class RuleSummary:
                 self.alerts += 1
                 self.visible_alerts += 0 if self.building_block else 1
         for event in present:
-            _note(self.hosts, first_value(_host_name(event)) or first_value(_host_id(event)))
-            _note(self.users, first_value(_user_name(event)))
+            self.hosts.add(first_value(_host_name(event)) or first_value(_host_id(event)))
+            self.users.add(first_value(_user_name(event)))
         if join_keys:
-            _note(self.entities, tuple(_hashable(k) for k in join_keys))
+            self.entities.add(tuple(_hashable(k) for k in join_keys))
         else:
             for event in present:
-                _note(self.entities, first_value(_entity_id(event)))
-
-    def distinct(self, values: set[Any]) -> str:
-        """A distinct count as text; `10000+` once the cap was reached."""
-        return f"{len(values)}+" if len(values) >= DISTINCT_MAX else str(len(values))
+                self.entities.add(first_value(_entity_id(event)))
 
     def _done(self) -> None:
         # Windows are only needed while matches arrive.
@@ -124,11 +119,6 @@ class RuleSummary:
 
 def _hashable(v: Any) -> Any:
     return tuple(v) if isinstance(v, list) else v
-
-
-def _note(values: set[Any], value: Any) -> None:
-    if value is not None and len(values) < DISTINCT_MAX:
-        values.add(_hashable(value))
 
 
 def _time(event: dict[str, Any], field_name: str) -> int | None:

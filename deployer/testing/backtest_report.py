@@ -18,6 +18,10 @@ _SPARK = "▁▂▃▄▅▆▇█"
 _SPARK_WIDTH = 24
 
 
+# The distinct counts of a summary, in report order.
+_DISTINCT = ("hosts", "users", "entities")
+
+
 def ranked(result: Backtest) -> list[RuleSummary]:
     """Rules noisiest first: alerts, then matches, then rule name."""
     return sorted(result.rules, key=lambda r: (-r.alerts, -r.matches, r.name, r.rule_id))
@@ -42,7 +46,10 @@ def _bars(summary: RuleSummary, span: tuple[int, int], per_bar: int) -> list[int
 
 
 def to_json(result: Backtest) -> dict[str, Any]:
-    """The backtest as a JSON-ready dict (rules noisiest first; hourly counts keyed by ISO hour)."""
+    """The backtest as a JSON-ready dict (rules noisiest first; hourly counts keyed by ISO hour).
+
+    `estimated` lists the distinct counts (hosts, users, entities) that are estimates.
+    """
     return {
         "events": result.events,
         "rules": [
@@ -57,9 +64,10 @@ def to_json(result: Backtest) -> dict[str, Any]:
                 "alerts": r.alerts,
                 "visible_alerts": r.visible_alerts,
                 "matches_over_max_signals": r.capped,
-                "hosts": len(r.hosts),
-                "users": len(r.users),
-                "entities": len(r.entities),
+                "hosts": r.hosts.count,
+                "users": r.users.count,
+                "entities": r.entities.count,
+                "estimated": [name for name in _DISTINCT if getattr(r, name).estimated],
                 "first": _iso(r.first),
                 "last": _iso(r.last),
                 "hourly": {format_timestamp(h * HOUR_MS): n for h, n in sorted(r.hourly.items())},
@@ -108,9 +116,9 @@ def to_text(result: Backtest) -> str:
                 f"{r.alerts:,}",
                 f"{r.visible_alerts:,}",
                 f"{r.capped:,}",
-                r.distinct(r.hosts),
-                r.distinct(r.users),
-                r.distinct(r.entities),
+                r.hosts.text(),
+                r.users.text(),
+                r.entities.text(),
                 (_iso(r.first) or "-")[:19],
                 (_iso(r.last) or "-")[:19],
                 sparkline(r, span),
@@ -183,9 +191,9 @@ def to_html(result: Backtest) -> str:
                     f"{r.alerts:,}",
                     f"{r.visible_alerts:,}",
                     f"{r.capped:,}",
-                    r.distinct(r.hosts),
-                    r.distinct(r.users),
-                    r.distinct(r.entities),
+                    r.hosts.text(),
+                    r.users.text(),
+                    r.entities.text(),
                 )
             )
             + f"<td>{esc(_iso(r.first) or '-')}</td><td>{esc(_iso(r.last) or '-')}</td>"

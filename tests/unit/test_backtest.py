@@ -180,14 +180,19 @@ def test_interval_parsing() -> None:
     assert interval_ms("soon") == 300_000
 
 
-def test_distinct_counts_are_capped(monkeypatch) -> None:  # noqa: ANN001
-    from deployer.testing import backtest
+def test_distinct_counts_switch_to_estimates_past_the_exact_bound(monkeypatch) -> None:  # noqa: ANN001
+    from deployer.testing import distinct
 
-    monkeypatch.setattr(backtest, "DISTINCT_MAX", 3)
+    monkeypatch.setattr(distinct, "EXACT_MAX", 3)
     s = RuleSummary("r", "R", "event", False, 100, 300_000)
-    for i in range(5):
-        s.add([{"@timestamp": i, "host": {"name": f"h{i}"}}], [])
-    assert s.matches == 5 and len(s.hosts) == 3 and s.distinct(s.hosts) == "3+"
+    for i in range(3):
+        s.add([{"@timestamp": i, "host": {"name": f"h{i}"}, "user": {"name": "u"}}], [])
+    assert s.hosts.count == 3 and not s.hosts.estimated and s.hosts.text() == "3"
+    for i in range(3, 5):
+        s.add([{"@timestamp": i, "host": {"name": f"h{i}"}, "user": {"name": "u"}}], [])
+    assert s.matches == 5 and s.hosts.estimated and s.hosts.text().startswith("~")
+    assert s.hosts.count == 5  # linear counting is exact at this size
+    assert s.users.count == 1 and not s.users.estimated
 
 
 def test_workers_give_the_one_process_report(tmp_path: Path) -> None:

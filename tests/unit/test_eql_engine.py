@@ -162,6 +162,17 @@ def test_parse_timestamp() -> None:
             parse_timestamp(bad)
 
 
+def test_timestamp_seconds_cache_stays_bounded_over_a_long_file() -> None:
+    from deployer.eql import values
+
+    base = 1714824000000
+    for i in range(2 * values.SECONDS_CACHED + 10):
+        text = values.format_timestamp(base + i * 1000 + 7)
+        assert parse_timestamp(text) == base + i * 1000 + 7
+        assert parse_timestamp(text) == base + i * 1000 + 7  # the cached path agrees
+        assert len(values._SECONDS_CACHE) <= values.SECONDS_CACHED
+
+
 def test_run_sorts_by_timestamp_then_tiebreaker_then_position() -> None:
     events = [ev(2, id="c", seq=1), ev(1, id="b", seq=2), ev(1, id="a", seq=1), ev(1, id="d")]
     assert flat("any where true", events, tiebreaker_field="seq") == ["a", "b", "d", "c"]
