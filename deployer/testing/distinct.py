@@ -26,7 +26,9 @@ _ALPHA = 0.7213 / (1 + 1.079 / _M)
 
 def value_hash(value: Any) -> int:
     """A stable 64-bit hash of a value (its `repr`, so `"1"` and `1` differ), the same in every process."""
-    return int.from_bytes(blake2b(repr(value).encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big")
+    return int.from_bytes(
+        blake2b(repr(value).encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big"
+    )
 
 
 class DistinctCounter:
@@ -75,7 +77,7 @@ class DistinctCounter:
             return len(self._exact)
         registers = self._registers
         assert registers is not None
-        raw = _ALPHA * _M * _M / sum(2.0 ** -r for r in registers)
+        raw = _ALPHA * _M * _M / sum(2.0**-r for r in registers)
         zeros = registers.count(0)
         if raw <= 2.5 * _M and zeros:
             # Small range: linear counting over the empty registers is the better estimate.
