@@ -28,20 +28,25 @@ that rule does; an event it rejects does not exist for that rule.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Hashable, Iterable, Mapping
+from re import _constants as _re_constants  # the parsed form of a pattern
+from re import _parser as _re_parser
 from typing import Any
 
 from deployer.eql import ast
 from deployer.eql.engine import Match, Program, Runner, _Pipe, _Step
-from deployer.eql.patterns import has_wildcard
+from deployer.eql.errors import EqlError
+from deployer.eql.patterns import has_wildcard, lucene_regex
 from deployer.eql.values import KEYWORD_TYPES, make_getter, parse_timestamp, values_of
 
 __all__ = ["RuleSet", "RuleSetRunner", "guard_of", "guards_of"]
 
 # Longest literal prefix/suffix kept in a guard key: bounds the lookups per value to 2 × KEY_MAX.
 KEY_MAX = 8
-# Shortest prefix/suffix worth a guard; shorter ones select too little to pay for a lookup.
-KEY_MIN = 3
+# Shortest literal prefix/suffix kept: even one character narrows more than a presence test
+# (the cost model weighs short keys against the other guards).
+KEY_MIN = 1
 # Fields whose values are shared by most events of a category: a guard on them selects little.
 _BROAD_FIELDS = frozenset(
     {
@@ -64,7 +69,7 @@ _BROAD_FIELDS = frozenset(
 # Category dispatch tables kept per category value (events carry a handful of categories).
 _CACHE_MAX = 4096
 
-Atom = tuple[str, str, str]  # (field path, "eq" | "pre" | "suf", lower-cased key)
+Atom = tuple[str, str, str]  # (field path, "eq" | "pre" | "suf" | "has", lower-cased key)
 Pred = Callable[[dict], bool]
 
 
@@ -78,10 +83,25 @@ def _indexable(program: Program, name: str) -> str | None:
     return ft.name
 
 
-def _atom_cost(atom: Atom) -> float:
+def _atom_share(atom: Atom) -> float:
+    """A rough share of events an atom hits: what the choice between guards minimises."""
     f, kind, key = atom
-    cost = 1.0 if kind == "eq" else 1.0 + KEY_MAX / max(len(key), 1)
-    return cost * 25 if f in _BROAD_FIELDS else cost
+    if kind == "has":
+        # Most events carry the core fields, few the optional nested ones (`process.Ext.*`,
+        # `*.pe.*`, hashes, signatures); a presence test is never preferred to a few eq atoms.
+        parts = f.split(".")
+        common = len(parts) < 3 or (len(parts) == 3 and f.startswith("process.parent."))
+        share = 0.95 if common else 0.05
+    elif kind == "eq":
+        share = 0.003
+    else:
+        # Each literal character of a prefix or suffix narrows what it hits.
+        share = max(0.003, 0.5 ** len(key.strip("?")))
+    return max(share, 0.9) if f in _BROAD_FIELDS else share
+
+
+def _guard_cost(guard: Iterable[Atom]) -> float:
+    return sum(_atom_share(a) for a in set(guard))
 
 
 def guard_of(expr: ast.Expr, program: Program) -> list[Atom] | None:
@@ -93,7 +113,7 @@ def guard_of(expr: ast.Expr, program: Program) -> list[Atom] | None:
             g = guard_of(op, program)
             if g is None:
                 continue
-            cost = sum(_atom_cost(a) for a in g)
+            cost = _guard_cost(g)
             if best is None or cost < best_cost:
                 best, best_cost = g, cost
         return best
@@ -105,25 +125,22 @@ def guard_of(expr: ast.Expr, program: Program) -> list[Atom] | None:
                 return None
             out.extend(g)
         return out
-    if isinstance(expr, ast.Comparison) and expr.op == "==":
-        left, right = expr.left, expr.right
-        if isinstance(left, ast.Literal):
-            left, right = right, left
-        if isinstance(left, ast.Field) and isinstance(right, ast.Literal) and isinstance(right.value, str):
-            path = _indexable(program, left.name)
-            # Equal strings are equal lower-cased: the case-insensitive key is a superset.
-            return [(path, "eq", right.value.lower())] if path else None
-        return None
+    if isinstance(expr, ast.Comparison):
+        return _comparison_guard(expr, program)
+    if isinstance(expr, ast.Not) and isinstance(expr.operand, ast.Comparison) and expr.operand.op == "==":
+        # `not x == null` is `x != null`.
+        return _comparison_guard(ast.Comparison("!=", expr.operand.left, expr.operand.right), program)
     if isinstance(expr, ast.InList) and not expr.negated:
         if not isinstance(expr.expr, ast.Field):
             return None
         path = _indexable(program, expr.expr.name)
-        if path is None or not expr.values:
+        if path is None or not expr.values or not all(isinstance(v, ast.Literal) for v in expr.values):
             return None
-        if not all(isinstance(v, ast.Literal) and isinstance(v.value, str) for v in expr.values):
-            return None
+        if not all(isinstance(v.value, str) for v in expr.values):  # type: ignore[union-attr]
+            # A number or boolean in the list: no value of the field, no match.
+            return [(path, "has", "")]
         return [(path, "eq", v.value.lower()) for v in expr.values]  # type: ignore[union-attr]
-    if isinstance(expr, ast.PatternMatch) and not expr.is_regex:
+    if isinstance(expr, ast.PatternMatch):
         if not isinstance(expr.expr, ast.Field):
             return None
         path = _indexable(program, expr.expr.name)
@@ -133,12 +150,39 @@ def guard_of(expr: ast.Expr, program: Program) -> list[Atom] | None:
         for p in expr.patterns:
             if not isinstance(p.value, str):
                 return None
-            atom = _pattern_atom(path, p.value, expr.case_insensitive)
+            if expr.is_regex:
+                atom = _regex_atom(path, p.value, expr.case_insensitive)
+            else:
+                atom = _pattern_atom(path, p.value, expr.case_insensitive)
             if atom is None:
-                return None
+                # No literal edge to index (`"*foo*"`, `"?*"`): the field must still have a value.
+                return [(path, "has", "")]
             atoms.append(atom)
         return atoms or None
     return None
+
+
+def _comparison_guard(expr: ast.Comparison, program: Program) -> list[Atom] | None:
+    left, right = expr.left, expr.right
+    if isinstance(left, ast.Literal):
+        left, right = right, left
+    if not isinstance(left, ast.Field) or not isinstance(right, ast.Literal):
+        return None
+    if expr.op == "!=" and isinstance(right, ast.NullLiteral):
+        # `x != null` holds exactly when the field has a value (`must_not` of IS NULL).
+        path = _indexable(program, left.name)
+        return [(path, "has", "")] if path else None
+    if expr.op == "!=" or isinstance(right, ast.NullLiteral):
+        # `x != v` holds when x has no value; `x == null` is IS NULL.
+        return None
+    path = _indexable(program, left.name)
+    if path is None:
+        return None
+    if expr.op == "==" and isinstance(right.value, str):
+        # Equal strings are equal lower-cased: the case-insensitive key is a superset.
+        return [(path, "eq", right.value.lower())]
+    # A comparison with a constant is false (null) on a field without a value.
+    return [(path, "has", "")]
 
 
 def guards_of(expr: ast.Expr, program: Program, most: int = 2) -> list[list[Atom]]:
@@ -155,28 +199,111 @@ def guards_of(expr: ast.Expr, program: Program, most: int = 2) -> list[list[Atom
             found.append(g)
 
     collect(expr)
-    found.sort(key=lambda g: sum(_atom_cost(a) for a in g))
+    found.sort(key=_guard_cost)
     return found[:most]
 
 
 def _pattern_atom(path: str, pattern: str, insensitive: bool) -> Atom | None:
+    """A prefix or suffix atom of a wildcard pattern (``?`` wildcards at its ends kept as offsets)."""
     if not has_wildcard(pattern):
         return (path, "eq", pattern.lower())
     if not insensitive:
-        # A case-sensitive prefix is not a prefix of the lower-cased value in every script
-        # (final sigma); such patterns are rare in rules and left unguarded.
-        return None
-    # The matcher lower-cases the whole value and the whole pattern, as the index does.
+        return _ascii_edge_atom(path, _literal_prefix(pattern), _literal_suffix(pattern))
+    # The matcher lower-cases the whole value and the whole pattern, as the index does, so a `?`
+    # stands for one character of the lower-cased value: the index can skip it by position.
     p = pattern.lower()
-    cut = min(i for i in (p.find("*"), p.find("?")) if i >= 0)
-    prefix = p[:cut]
-    last = max(p.rfind("*"), p.rfind("?"))
-    suffix = p[last + 1 :]
-    if len(prefix) >= len(suffix) and len(prefix) >= KEY_MIN:
-        return (path, "pre", prefix[:KEY_MAX])
+    lead = len(p) - len(p.lstrip("?"))
+    trail = len(p) - len(p.rstrip("?"))
+    prefix = _literal_prefix(p[lead:])
+    suffix = _literal_suffix(p[: len(p) - trail])
+    if "*" not in p and lead + len(prefix) == len(p) - trail:
+        # One literal run between `?`s: its end (a file name) tells more than its start (a drive).
+        prefix = ""
+    if len(prefix) > len(suffix) and len(prefix) >= KEY_MIN:
+        return (path, "pre", "?" * lead + prefix[:KEY_MAX])
     if len(suffix) >= KEY_MIN:
-        return (path, "suf", suffix[-KEY_MAX:])
+        return (path, "suf", suffix[-KEY_MAX:] + "?" * trail)
     return None
+
+
+def _literal_prefix(pattern: str) -> str:
+    cuts = [i for i in (pattern.find("*"), pattern.find("?")) if i >= 0]
+    return pattern[: min(cuts)] if cuts else pattern
+
+
+def _literal_suffix(pattern: str) -> str:
+    return pattern[max(pattern.rfind("*"), pattern.rfind("?")) + 1 :]
+
+
+def _ascii_edge_atom(path: str, prefix: str, suffix: str) -> Atom | None:
+    """The atom of a case-sensitive match whose value starts with ``prefix`` and ends with ``suffix``.
+
+    The index holds lower-cased values, and lower-casing is not per character everywhere: a capital
+    sigma lowers by what follows it (final sigma) and some capitals lower to two characters, so a
+    prefix or suffix of a value is not always one of its lower-cased form. An ASCII character
+    lowers alone, to one character: an ASCII prefix of the value, lower-cased, is a prefix of the
+    lower-cased value (likewise suffixes), so only the ASCII edge of a literal is kept.
+    """
+    head = _ascii_head(prefix)
+    tail = _ascii_head(suffix[::-1])[::-1]
+    if len(head) > len(tail) and len(head) >= KEY_MIN:
+        return (path, "pre", head[:KEY_MAX].lower())
+    if len(tail) >= KEY_MIN:
+        return (path, "suf", tail[-KEY_MAX:].lower())
+    return None
+
+
+def _ascii_head(text: str, unsafe: str = "") -> str:
+    for i, ch in enumerate(text):
+        if not ch.isascii() or ch in unsafe:
+            return text[:i]
+    return text
+
+
+# Python's case-insensitive matching pairs `i`/`I` with `İ` and `ı`, and `s`/`S` with `ſ`, none
+# of which lower-cases to an ASCII letter: a value matching such a literal may not hold its
+# lower-cased form. (Every other ASCII character matches only characters that lower to its own
+# lower case.)
+_CASELESS_UNSAFE = "iIsS"
+
+
+def _regex_atom(path: str, pattern: str, insensitive: bool) -> Atom | None:
+    """A prefix or suffix atom from the literal characters a (full-match) regex starts or ends with."""
+    try:
+        items = _regex_items(_re_parser.parse(lucene_regex(pattern), re.DOTALL).data)
+    except (EqlError, re.error, RecursionError):
+        return None
+    lits: list[str] = []
+    for op, av in items:
+        if op is not _re_constants.LITERAL:
+            break
+        lits.append(chr(av))
+    prefix = "".join(lits)
+    lits = []
+    for op, av in reversed(items):
+        if op is not _re_constants.LITERAL:
+            break
+        lits.append(chr(av))
+    suffix = "".join(reversed(lits))
+    if len(prefix) == len(items):
+        # No operator at all: the regex is one string (the prefix and the suffix are the same).
+        prefix = ""
+    if not insensitive:
+        return _ascii_edge_atom(path, prefix, suffix)
+    head = _ascii_head(prefix, _CASELESS_UNSAFE)
+    tail = _ascii_head(suffix[::-1], _CASELESS_UNSAFE)[::-1]
+    return _ascii_edge_atom(path, head, tail)
+
+
+def _regex_items(items: Iterable[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
+    """The parsed regex as one sequence: non-capturing groups without flags spliced in."""
+    out: list[tuple[Any, Any]] = []
+    for op, av in items:
+        if op is _re_constants.SUBPATTERN and not av[1] and not av[2]:
+            out.extend(_regex_items(av[3].data))
+        else:
+            out.append((op, av))
+    return out
 
 
 class _Entry:
@@ -243,6 +370,42 @@ class _Member:
         return out
 
 
+class _FieldIndex:
+    """The atoms of one field in a table: lookups from a lower-cased value to guard ids."""
+
+    __slots__ = ("eq", "pre", "suf", "present", "every")
+
+    def __init__(self) -> None:
+        self.eq: dict[str, list[int]] = {}
+        # Keyed by (skip, length): the key is the lower-cased value's slice of that length after
+        # (prefix) or before (suffix) `skip` characters, the `?` wildcards at the pattern's end.
+        self.pre: dict[tuple[int, int], dict[str, list[int]]] = {}
+        self.suf: dict[tuple[int, int], dict[str, list[int]]] = {}
+        self.present: list[int] = []
+        self.every: list[int] = []
+
+    def add(self, kind: str, key: str, gid: int) -> None:
+        """Index one atom of guard ``gid``."""
+        if kind == "has":
+            table = None
+            if not self.present or self.present[-1] != gid:
+                self.present.append(gid)
+        elif kind == "eq":
+            table = self.eq
+        elif kind == "pre":
+            lit = key.lstrip("?")
+            table = self.pre.setdefault((len(key) - len(lit), len(lit)), {})
+            key = lit
+        else:
+            lit = key.rstrip("?")
+            table = self.suf.setdefault((len(key) - len(lit), len(lit)), {})
+            key = lit
+        if table is not None:
+            table.setdefault(key, []).append(gid)
+        if not self.every or self.every[-1] != gid:
+            self.every.append(gid)
+
+
 class _Table:
     """The merged guards of the steps one event category reaches: per field, lookups to guard ids.
 
@@ -257,15 +420,7 @@ class _Table:
         self.always = [e.order for e in entries if not e.guards]
         ids: dict[frozenset[Atom], int] = {}
         self.by_primary: dict[int, list[tuple[int, int]]] = {}
-        by_field: dict[
-            str,
-            tuple[
-                dict[str, list[int]],
-                dict[int, dict[str, list[int]]],
-                dict[int, dict[str, list[int]]],
-                list[int],
-            ],
-        ] = {}
+        by_field: dict[str, _FieldIndex] = {}
         for e in entries:
             if not e.guards:
                 continue
@@ -275,28 +430,31 @@ class _Table:
                 gid = ids.get(key)
                 if gid is None:
                     gid = ids[key] = len(ids)
-                    for path, kind, value in key:
-                        eq, pre, suf, every = by_field.setdefault(path, ({}, {}, {}, []))
-                        if kind == "eq":
-                            table = eq
-                        else:
-                            table = (pre if kind == "pre" else suf).setdefault(len(value), {})
-                        table.setdefault(value, []).append(gid)
-                        if not every or every[-1] != gid:
-                            every.append(gid)
+                    for path, kind, value in sorted(key):
+                        index = by_field.get(path)
+                        if index is None:
+                            index = by_field[path] = _FieldIndex()
+                        index.add(kind, value, gid)
                 gids.append(gid)
             secondary = gids[1] if len(gids) > 1 else -1
             self.by_primary.setdefault(gids[0], []).append((e.order, secondary))
         self.fields = [
-            (make_getter(path), eq or None, sorted(pre.items()), sorted(suf.items()), every)
-            for path, (eq, pre, suf, every) in by_field.items()
+            (
+                make_getter(path),
+                ix.eq or None,
+                [(skip, skip + n, table) for (skip, n), table in sorted(ix.pre.items())],
+                [(-(skip + n), -skip or None, table) for (skip, n), table in sorted(ix.suf.items())],
+                ix.present or None,
+                ix.every,
+            )
+            for path, ix in by_field.items()
         ]
 
     def candidates(self, ev: dict) -> set[int]:
         """Orders of the entries this event may satisfy (a superset of those it does)."""
         hit: set[int] = set()
         add = hit.update
-        for get, eq, pres, sufs, every in self.fields:
+        for get, eq, pres, sufs, present, every in self.fields:
             raw = get(ev)
             if raw is None:
                 continue
@@ -304,9 +462,14 @@ class _Table:
                 values: Iterable[Any] = (raw,)
             elif raw.__class__ is list:
                 values = values_of(raw)
+                if not values:
+                    # No value: as absent as None (`x != null` is false).
+                    continue
             else:
                 add(every)
                 continue
+            if present is not None:
+                add(present)
             for v in values:
                 if v.__class__ is not str:
                     # A number or boolean compares by type rules the string index does not model.
@@ -317,12 +480,12 @@ class _Table:
                     h = eq.get(lv)
                     if h is not None:
                         add(h)
-                for n, table in pres:
-                    h = table.get(lv[:n])
+                for start, end, table in pres:
+                    h = table.get(lv[start:end])
                     if h is not None:
                         add(h)
-                for n, table in sufs:
-                    h = table.get(lv[-n:])
+                for start, end, table in sufs:
+                    h = table.get(lv[start:end])
                     if h is not None:
                         add(h)
         out = set(self.always)

@@ -23,14 +23,52 @@ NAMES = [
     "ας",
     "5",
     "c:\\windows\\cmd.exe",
+    # Characters whose case-insensitive match or lower case is not ASCII's: `ſ` matches `s`,
+    # `İ`/`ı` match `i` under re.IGNORECASE; `İ` lower-cases to two characters; final sigma.
+    "x.ſh",
+    "İcmd.exe",
+    "ıcmd.EXE",
+    "ΣCMD.EXE",
+    "cmd.exeΣ",
+    "ΑΣΑ.exe",
 ]
-PATHS = ["c:\\windows\\system32\\cmd.exe", "C:\\Users\\x\\a.HTA", "/tmp/x.sh", "/usr/bin/curl", "ασ.js"]
+PATHS = [
+    "c:\\windows\\system32\\cmd.exe",
+    "C:\\Users\\x\\a.HTA",
+    "/tmp/x.sh",
+    "/usr/bin/curl",
+    "ασ.js",
+    "İ:\\windows\\x.exe",
+]
+# Regexes with a literal prefix or suffix (atoms), and ones whose literals must not be indexed.
+REGEXES = [
+    "cmd.*",
+    "CMD.*",
+    ".*\\.exe",
+    ".*\\.EXE",
+    "[a-z]+\\.exe",
+    ".*sh",
+    ".*SH",
+    "İcmd.*",
+    "ΣCMD.*",
+    ".*exeΣ",
+    "c:.*|.*exe",
+    '"c:"\\\\.*',
+    "(cmd|ps).*",
+    "/tmp/x\\.sh",
+    "cmd.ex?",
+]
+
+
+def _esc(text: str) -> str:
+    return text.replace("\\", "\\\\")
 
 
 def _leaf(rnd: random.Random) -> str:
     f = rnd.choice(["process.name", "process.args", "file.path", "user.name"])
     name = rnd.choice(NAMES)
     path = rnd.choice(PATHS)
+    any_value = rnd.choice(NAMES + PATHS)
     return rnd.choice(
         [
             f'{f} : "{name}"',
@@ -52,6 +90,20 @@ def _leaf(rnd: random.Random) -> str:
             'port in ("5", "80")',
             f'port : "{rnd.choice(["5", "44*"])}"',
             f"{f} == null",
+            f"{f} != null",
+            f"not {f} == null",
+            f"?{f} != null",
+            f'{f} {rnd.choice(["regex", "regex~"])} """{rnd.choice(REGEXES)}"""',
+            f'{f} like "{_esc(any_value[:4])}*"',
+            f'{f} like "{_esc(any_value[:2])}*"',
+            f'{f} like "?{_esc(any_value[1:5])}*"',
+            f'{f} like "*{_esc(any_value[-4:])}"',
+            f'{f} : "??{_esc(name[2:])}"',
+            f'{f} : "*{_esc(any_value[:-1][-4:])}?"',
+            f'{f} : "{_esc(path[:2])}?{_esc(path[3:6])}*"',
+            f"{f} == {rnd.choice([5, 'true', 'false'])}",
+            f'{f} in (5, "cmd.exe")',
+            f"port > {rnd.choice([5, 80])}",
             "true",
         ]
     )
@@ -110,6 +162,11 @@ def _events(rnd: random.Random, n: int) -> list[dict]:
         ev["process"] = {"name": _value(rnd, NAMES), "args": _value(rnd, NAMES + PATHS)}
         ev["file"] = {"path": _value(rnd, PATHS + NAMES)}
         ev["user"] = {"name": _value(rnd, NAMES)}
+        if rnd.random() < 0.1:
+            # A dotted key instead of nested objects.
+            ev["process.name"] = ev["process"].pop("name")
+        if rnd.random() < 0.05:
+            ev["user"]["name"] = rnd.choice([[], [None], {"x": 1}, [[None, "cmd.exe"]]])
         ev["port"] = rnd.choice([5, 80, 443, "5", "443", None])
         events.append(ev)
     return events
@@ -198,10 +255,96 @@ def test_guards_pick_the_selective_conjunct_and_union_or() -> None:
         ("file.path", "pre", "c:\\users"),
         ("file.path", "suf", ".hta"),
     ]
-    # Nothing cheap and necessary: negations, contains, short literals.
-    for cond in ['not process.name : "a"', 'process.name : "*cmd*"', 'process.name : "a*" or port > 3']:
+    # Nothing cheap and necessary: negations, a branch without a guard.
+    for cond in [
+        'not process.name : "a"',
+        'process.name != "a"',
+        "process.name == null",
+        'process.name : "a*" or true',
+    ]:
         program = compile_query(f"process where {cond}")
         assert guard_of(program.query.body.condition, program) is None
+
+
+def _guard(cond: str) -> list | None:
+    program = compile_query(f"process where {cond}")
+    guard = guard_of(program.query.body.condition, program)
+    return None if guard is None else sorted(guard)
+
+
+def test_presence_atoms() -> None:
+    has = [("process.pe.original_file_name", "has", "")]
+    assert _guard("process.pe.original_file_name != null") == has
+    assert _guard("?process.pe.original_file_name != null") == has
+    assert _guard("not process.pe.original_file_name == null") == has
+    # Any comparison with a constant needs a value; so does a pattern without a literal edge.
+    assert _guard("process.pe.original_file_name == 5") == has
+    assert _guard("process.pe.original_file_name > 5") == has
+    assert _guard('process.pe.original_file_name in (5, "a")') == has
+    assert _guard('process.pe.original_file_name : "*cmd*"') == has
+    # An eq atom is preferred to a presence test; an optional field's presence to a broad field.
+    assert _guard('process.pe.original_file_name != null and process.name : "cmd.exe"') == [
+        ("process.name", "eq", "cmd.exe")
+    ]
+    assert _guard('host.os.type == "windows" and process.hash.sha256 != null') == [
+        ("process.hash.sha256", "has", "")
+    ]
+
+
+def test_regex_atoms_from_literal_edges() -> None:
+    assert _guard('process.name regex~ """[a-z0-9]\\.exe"""') == [("process.name", "suf", ".exe")]
+    assert _guard('process.name regex """CMD\\..*"""') == [("process.name", "pre", "cmd.")]
+    # Quoted strings and groups are spliced into the sequence.
+    assert _guard('process.name regex """(("cmd")\\.)e.*"""') == [("process.name", "pre", "cmd.e")]
+    assert _guard('process.name regex """.*(a|b)\\.dll"""') == [("process.name", "suf", ".dll")]
+    # Case-insensitive `s`/`i` also match `ſ`/`İ`/`ı`, which do not lower-case to them: cut there.
+    assert _guard('process.name regex~ """.*\\system\\.exe"""') == [("process.name", "suf", "tem.exe")]
+    assert _guard('process.name regex """.*\\system\\.exe"""') == [("process.name", "suf", "stem.exe")]
+    # The parser factors what alternatives share; a quantified character ends the literal.
+    assert _guard('process.name regex """abc|abd"""') == [("process.name", "pre", "ab")]
+    assert _guard('process.name regex """abc?d"""') == [("process.name", "pre", "ab")]
+    # Refused: top-level alternation, no literal edge, a non-ASCII edge: only the presence remains.
+    for rx in ["abc|xyz", "[a-c]+", ".*ΑΣ", "ΑΣ.*", "(abc)+", "b?[cd]"]:
+        assert _guard(f'process.name regex """{rx}"""') == [("process.name", "has", "")], rx
+
+
+def test_case_sensitive_like_keeps_ascii_edges_only() -> None:
+    assert _guard('process.name like "CMD*"') == [("process.name", "pre", "cmd")]
+    assert _guard('process.name like "*ΣΑ.EXE"') == [("process.name", "suf", ".exe")]
+    assert _guard('process.name like "ΣΑx*"') == [("process.name", "has", "")]
+    # A `?` may stand for a character that lower-cases to two: no offset when case-sensitive.
+    assert _guard('process.name like "?:\\\\Windows*"') == [("process.name", "has", "")]
+
+
+def test_wildcard_offsets_past_leading_and_trailing_question_marks() -> None:
+    assert _guard('process.executable : "?:\\\\PerfLogs\\\\*.exe"') == [
+        ("process.executable", "pre", "?:\\perflo")
+    ]
+    assert _guard('process.executable : "*\\\\cmd.ex?"') == [("process.executable", "suf", "\\cmd.ex?")]
+    # One literal run: its end is kept.
+    assert _guard('process.executable : "?:\\\\Windows\\\\explorer.exe"') == [
+        ("process.executable", "suf", "orer.exe")
+    ]
+
+
+def test_presence_dispatch_skips_events_without_the_field() -> None:
+    program = compile_query("process where process.hash.sha256 != null")
+    calls: list[dict] = []
+    inner = program._cond
+
+    def counted(ev: dict) -> bool:
+        calls.append(ev)
+        return inner(ev)
+
+    program._cond = counted
+    runner = RuleSet({"r": program}).stream()
+    base = {"@timestamp": 1, "event": {"category": "process"}}
+    assert runner.push({**base, "process": {"name": "a"}}) == []
+    assert runner.push({**base, "process": {"hash": {"sha256": []}}}) == []
+    assert calls == []
+    assert len(runner.push({**base, "process": {"hash": {"sha256": ["x"]}}})) == 1
+    assert len(runner.push({**base, "process.hash.sha256": 5})) == 1
+    assert len(calls) == 2
 
 
 def test_dispatch_evaluates_only_candidate_steps() -> None:
