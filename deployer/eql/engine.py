@@ -909,6 +909,7 @@ class Program:
         tiebreaker_field: str | None,
         size: int | None = DEFAULT_SIZE,
         max_samples_per_key: int = DEFAULT_MAX_SAMPLES_PER_KEY,
+        window: int | None = None,
     ) -> None:
         self.query = query
         self.timestamp_field = timestamp_field
@@ -920,6 +921,7 @@ class Program:
         self._timeless = isinstance(query.body, ast.Sample)
         body = query.body
         self._matcher: Callable[[], tuple[StepFn, FlushFn]]
+        self._maxspan: int | None = None
         if isinstance(body, ast.Sample):
             self._setup_sample(body, size, max_samples_per_key)
             self._matcher = self._sample_matcher
@@ -928,7 +930,7 @@ class Program:
             self._filter = compiler.event_filter(body, self._cond)
             self._matcher = self._event_matcher
         else:
-            self._setup_sequence(body)
+            self._setup_sequence(body, window)
             self._matcher = self._sequence_matcher
 
     @property
@@ -1054,7 +1056,12 @@ class Program:
 
     # -- sequences
 
-    def _setup_sequence(self, seq: ast.Sequence) -> None:
+    @property
+    def span(self) -> int | None:
+        """The longest span (ms) a sequence match can have: its maxspan, bounded by the window; None if unbounded."""
+        return self._maxspan
+
+    def _setup_sequence(self, seq: ast.Sequence, window: int | None) -> None:
         c = self._c
         steps_ast = seq.expanded_steps()
         self._steps: list[_Step] = []
@@ -1080,6 +1087,10 @@ class Program:
         self._positives = positives
         if any(self._layout) and self._maxspan is None:
             raise EqlSyntaxError("missing events ![...] need `with maxspan`", seq.line, seq.column)
+        if window is not None and (self._maxspan is None or self._maxspan > window):
+            # No match longer than the searched window can be found, so the window is the maxspan
+            # (and partial sequences older than it are swept).
+            self._maxspan = window
         self._until: tuple[Pred, Pred | None, Callable[[dict], list[tuple]]] | None = None
         if seq.until is not None:
             u = seq.until
@@ -1236,6 +1247,7 @@ def compile_query(
     category_field: str = "event.category",
     size: int | None = DEFAULT_SIZE,
     max_samples_per_key: int = DEFAULT_MAX_SAMPLES_PER_KEY,
+    window: int | None = None,
 ) -> Program:
     """Compile EQL text or a parsed ``ast.Query`` into a runnable Program.
 
@@ -1246,7 +1258,9 @@ def compile_query(
     ``?field`` without a value acts as the literal null in ``==``/``!=`` (``?x == ?y`` is true when
     both are absent), as an unmapped optional field does in Elasticsearch. ``size`` (None: no
     limit) and ``max_samples_per_key`` are the request parameters of the same names; they bound
-    ``sample`` results only.
+    ``sample`` results only. ``window`` (ms, None: the whole input) is the span one search
+    covers, as a detection rule's look-back does: a sequence without ``maxspan``, or with a longer
+    one, then matches only within ``window``.
     """
     if isinstance(query, str):
         from deployer.eql import parser
@@ -1259,7 +1273,7 @@ def compile_query(
     if ts_type is None:
         compiler.types[timestamp_field] = FieldType(timestamp_field, "date", declared=True)
     try:
-        return Program(query, compiler, timestamp_field, tiebreaker_field, size, max_samples_per_key)
+        return Program(query, compiler, timestamp_field, tiebreaker_field, size, max_samples_per_key, window)
     except EqlError:
         raise
     except RecursionError:

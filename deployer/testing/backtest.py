@@ -10,9 +10,11 @@ Alerts follow Kibana's EQL rule executor: each run of a rule writes at most `max
 (the EQL search `size`; default 100); an event query writes one alert per match, a sequence one
 building-block alert per event plus one shell alert (`deployer.testing.alerts`). Offline, runs are
 consecutive windows of the rule's `interval` (default 5m) aligned on the epoch, and a match
-belongs to the window of its last event (when the sequence becomes visible). The alerts an
-analyst sees in the default Alerts view exclude building blocks: shells and event alerts of rules
-that are not building-block rules.
+belongs to the window of its last event (when the sequence becomes visible). Each run searches
+the rule's look-back (`from`, default `now-6m`), so a sequence longer than it never alerts: one
+without `maxspan` (or with a longer one) is bounded by the look-back here, and its partial
+sequences expire. The alerts an analyst sees in the default Alerts view exclude building blocks:
+shells and event alerts of rules that are not building-block rules.
 """
 
 from __future__ import annotations
@@ -25,7 +27,14 @@ from typing import IO, TYPE_CHECKING, Any
 
 from deployer.eql.values import first_value, make_getter, parse_timestamp
 from deployer.testing.distinct import DistinctCounter
-from deployer.testing.evaluate import DEFAULT_MAX_SIGNALS, Refusal, RuleLike, closure, is_sequence_query
+from deployer.testing.evaluate import (
+    DEFAULT_MAX_SIGNALS,
+    Refusal,
+    RuleLike,
+    closure,
+    compile_rule,
+    is_sequence_query,
+)
 from deployer.testing.events import FieldTypeLookup
 from deployer.testing.stream import Progress, evaluate_file, seekable
 from deployer.testing.workers import can_fork, run_shares, split_rules
@@ -33,12 +42,15 @@ from deployer.testing.workers import can_fork, run_shares, split_rules
 if TYPE_CHECKING:
     from deployer.exceptions.model import Catalogue
 
-# Kibana's default run interval for a rule that does not set one.
+# Kibana's default run interval and look-back (`from`; `to` is `now`) for a rule that does not set one.
 DEFAULT_INTERVAL = "5m"
+DEFAULT_FROM = "now-6m"
 HOUR_MS = 3_600_000
 
-_UNITS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+_UNITS = {"s": 1000, "m": 60_000, "h": 3_600_000, "H": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 _INTERVAL_RE = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
+# `now`, or `now-<n><unit>`: the date math Kibana rules use for `from` and `to`.
+_NOW_RE = re.compile(r"^\s*now\s*(?:-\s*(\d+)\s*([smhHdw]))?\s*$")
 
 _host_name = make_getter("host.name")
 _host_id = make_getter("host.id")
@@ -53,6 +65,30 @@ def interval_ms(text: Any) -> int:
         m = _INTERVAL_RE.match(DEFAULT_INTERVAL)
     assert m is not None
     return int(m.group(1)) * _UNITS[m.group(2)]
+
+
+def lookback_ms(kibana: dict[str, Any]) -> int | None:
+    """How far back (ms) each run of a rule searches: `to` minus `from` (`now-9m` to `now`: 9 minutes).
+
+    Kibana's defaults when absent; None when the date math is not `now` or `now-<n><unit>`, so
+    nothing is bounded by a guess.
+    """
+    start = _NOW_RE.match(str(kibana.get("from") or DEFAULT_FROM))
+    end = _NOW_RE.match(str(kibana.get("to") or "now"))
+    if start is None or end is None:
+        return None
+    ago = [int(m.group(1)) * _UNITS[m.group(2)] if m.group(1) else 0 for m in (start, end)]
+    return ago[0] - ago[1] if ago[0] > ago[1] else None
+
+
+def compile_for_runs(rule: RuleLike) -> Any:
+    """A rule's program as Kibana's runs see the events: sequences bounded by the rule's look-back.
+
+    Each run of an EQL rule searches only its look-back window, so a sequence longer than that
+    (one without `maxspan`, or with a longer one) can never alert; bounding it also lets its
+    partial sequences expire instead of being kept for the whole file.
+    """
+    return compile_rule(rule, window=lookback_ms(rule.kibana or {}))
 
 
 @dataclass
@@ -275,6 +311,7 @@ def _backtest(
         on_fallback=on_fallback,
         on_refused=on_refused,
         exceptions=exceptions,
+        compiler=compile_for_runs,
     )
     summaries = list(sink.summaries.values())
     for summary in summaries:

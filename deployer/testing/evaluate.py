@@ -125,8 +125,12 @@ def is_sequence_query(query: str) -> bool:
     return bool(_SEQUENCE_RE.match(_COMMENT_RE.sub(" ", query)))
 
 
-def compile_rule(rule: RuleLike) -> Any:
-    """Compile a rule's query with its timestamp and tiebreaker settings into an evaluator program."""
+def compile_rule(rule: RuleLike, window: int | None = None) -> Any:
+    """Compile a rule's query with its timestamp and tiebreaker settings into an evaluator program.
+
+    `window` (ms): bound sequences to one search's span (`engine.compile_query`); None for the
+    whole input, as Elasticsearch's EQL search over all the events (`dac run`).
+    """
     from deployer.eql import engine
 
     kibana = rule.kibana or {}
@@ -143,6 +147,7 @@ def compile_rule(rule: RuleLike) -> Any:
         tiebreaker_field=kibana.get("tiebreaker_field") or None,
         category_field=kibana.get("event_category_override") or "event.category",
         size=max_signals if isinstance(max_signals, int) and max_signals > 0 else DEFAULT_MAX_SIGNALS,
+        window=window,
     )
 
 

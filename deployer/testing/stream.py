@@ -44,10 +44,12 @@ from deployer.eql.ruleset import RuleSet
 from deployer.eql.values import first_value, make_getter, parse_timestamp
 from deployer.testing.alerts import alerts_for_match
 from deployer.testing.evaluate import (
+    Compiler,
     EvaluationError,
     Evaluator,
     Refused,
     RuleLike,
+    compile_rule,
     dependencies,
     index_kinds,
     time_key,
@@ -127,9 +129,9 @@ def _lag(rule: RuleLike, program: Any, reads_events: bool, reads_alerts: bool) -
     body = query.body
     if isinstance(body, ast.EventQuery):
         return 0
-    if not isinstance(body, ast.Sequence) or body.maxspan is None:
+    span = program.span  # the maxspan, or the window that bounds it
+    if not isinstance(body, ast.Sequence) or span is None:
         return None
-    span = body.maxspan.millis
     # A match with a trailing missing step is held until its window has passed.
     return 2 * span if any(step.missing for step in body.expanded_steps()) else span
 
@@ -445,6 +447,7 @@ def evaluate_file(
     on_fallback: Callable[[str], None] | None = None,
     on_refused: Refused | None = None,
     exceptions: Catalogue | None = None,
+    compiler: Compiler = compile_rule,
 ) -> S:
     """Evaluate the rules over an events file (`-` for stdin); return the sink that saw every match.
 
@@ -452,10 +455,13 @@ def evaluate_file(
     finish exactly (out-of-order input, see the module docstring) is retried with a fresh sink.
     Raises `EventsError` on bad input. Refused rules go to `on_refused` once the file is known to
     be good (without it, the first refusal raises `EvaluationError`); the others are evaluated.
-    `exceptions`: the exception lists the rules reference (each rule's pre-filter).
+    `exceptions`: the exception lists the rules reference (each rule's pre-filter). `compiler`:
+    how a rule becomes a program (`dac backtest` bounds sequences by the rule's look-back).
     """
     name = display_name(path)
-    evaluator = Evaluator([*rules, *library], exceptions=exceptions, field_types=field_types)
+    evaluator = Evaluator(
+        [*rules, *library], compiler=compiler, exceptions=exceptions, field_types=field_types
+    )
     targets, refused = evaluator.triage(r.rule_id for r in rules)
     with seekable(path, stdin) as source:
 

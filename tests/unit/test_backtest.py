@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import random
+from collections import Counter
 from pathlib import Path
 
 from click.testing import CliRunner
 
 from deployer.cli import main
-from deployer.testing.backtest import RuleSummary, interval_ms
+from deployer.testing.backtest import RuleSummary, interval_ms, lookback_ms
 from deployer.testing.backtest_report import ProgressLine, plain_size
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "testing"
@@ -96,6 +97,38 @@ def test_max_signals_caps_alerts_per_run_window(tmp_path: Path) -> None:
     assert seq["entities"] == 6
     # Noisiest first.
     assert [r["rule_id"] for r in report["rules"]] == ["seq", "noisy"]
+
+
+def test_sequences_are_bounded_by_the_look_back_in_backtest_not_in_run(tmp_path: Path) -> None:
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    query = "sequence by process.entity_id [process where true] [network where true]"
+    _rule(rules, "free", query, "from: now-9m")
+    _rule(rules, "wide", query.replace("entity_id", "entity_id with maxspan=1h"), "from: now-9m")
+    _rule(rules, "default", query)  # Kibana's default look-back: now-6m
+    events = []
+    # p1's sequence spans 8 minutes, p2's 10 minutes: only p1's fits in a 9-minute look-back.
+    for entity, start, gap in (("p1", 0, 480), ("p2", 1, 600)):
+        events.append((start, _event(start, "process", "a.exe", "h", "u", entity)))
+        events.append((start + gap, _event(start + gap, "network", "a.exe", "h", "u", entity)))
+    _write(tmp_path / "ev.ndjson", [e for _, e in sorted(events, key=lambda x: x[0])])
+    report = _backtest("--rules", str(rules), "--events", str(tmp_path / "ev.ndjson"))
+    by_id = {r["rule_id"]: r for r in report["rules"]}
+    assert by_id["free"]["matches"] == 1 and by_id["wide"]["matches"] == 1
+    assert by_id["default"]["matches"] == 0
+    # `dac run` is Elasticsearch's EQL search over every event: both sequences match.
+    run = CliRunner().invoke(main, ["run", "--rules", str(rules), "--events", str(tmp_path / "ev.ndjson")])
+    assert run.exit_code == 0, run.output
+    counts = Counter(json.loads(line)["rule_id"] for line in run.stdout.splitlines() if line.strip())
+    assert counts == {"free": 2, "wide": 2, "default": 2}
+
+
+def test_look_back_from_kibana_date_math() -> None:
+    assert lookback_ms({}) == 360_000  # Kibana's default `from`: now-6m
+    assert lookback_ms({"from": "now-9m"}) == 540_000
+    assert lookback_ms({"from": "now-4200s", "to": "now"}) == 4_200_000
+    assert lookback_ms({"from": "now-2h", "to": "now-1h"}) == 3_600_000
+    assert lookback_ms({"from": "2024-05-01T00:00:00Z"}) is None
 
 
 def test_refused_rule_is_reported_and_the_others_evaluated(tmp_path: Path) -> None:

@@ -275,6 +275,46 @@ def test_sequence_state_without_maxspan_is_per_key() -> None:
     assert len(matcher.state) == 7 and matcher.pending_count() == 7
 
 
+def test_window_bounds_sequences_without_or_with_a_longer_maxspan() -> None:
+    events = [ev(0, id=1, host="h"), ev(5_000, "network", id=2, host="h")]
+    free = "sequence by host [process where true] [network where true]"
+    long = "sequence by host with maxspan=1h [process where true] [network where true]"
+    short = "sequence by host with maxspan=1s [process where true] [network where true]"
+    # The whole input (Elasticsearch's EQL search, `dac run`): the 5 s sequence matches.
+    assert ids(free, events) == [[1, 2]] and ids(long, events) == [[1, 2]]
+    # A 4 s window (a rule's look-back) cannot hold it; a 5 s one can (the span is inclusive).
+    assert ids(free, events, window=4_000) == [] and ids(long, events, window=4_000) == []
+    assert ids(free, events, window=5_000) == [[1, 2]]
+    # A shorter maxspan stays the bound.
+    assert ids(short, events, window=4_000) == [] and compile_query(short, window=4_000).span == 1_000
+    assert compile_query(free).span is None and compile_query(free, window=4_000).span == 4_000
+    assert compile_query("process where true", window=4_000).span is None
+
+
+def test_window_lets_partial_sequences_expire(monkeypatch: pytest.MonkeyPatch) -> None:
+    from deployer.eql import engine
+
+    made: list[SequenceMatcher] = []
+
+    class Recording(SequenceMatcher):
+        def __init__(self, *args: object, **kw: object) -> None:
+            super().__init__(*args, **kw)  # type: ignore[arg-type]
+            made.append(self)
+
+    monkeypatch.setattr(engine, "SequenceMatcher", Recording)
+    q = "sequence by process.entity_id [process where true] [network where true]"
+    # One process every 10 ms starts a sequence that never completes: 10,000 keys over 100 s.
+    events = [ev(i * 10, process__entity_id=f"p{i}") for i in range(10_000)]
+    for window, most in ((None, 10_000), (1_000, 250)):
+        made.clear()
+        runner = compile_query(q, window=window).stream()
+        peak = 0
+        for e in events:
+            runner.push(e)
+            peak = max(peak, len(made[0].state))
+        assert (peak == most) if window is None else (peak <= most), (window, peak)
+
+
 def test_missing_event_buffers_bounded_by_maxspan() -> None:
     check = MissingEventCheck([False, True, False], maxspan=10)
     for i in range(20000):
