@@ -212,6 +212,16 @@ def _general_getter(parts: tuple[str, ...], keep_missing: bool) -> Callable[[dic
     return get
 
 
+class DotFree(dict):
+    """A document whose reader found no key with a dot in it, at any depth.
+
+    In such a document a miss on the nested path is a miss: no dotted spelling of the rest of
+    the path can exist, so the getters skip looking for one.
+    """
+
+    __slots__ = ()
+
+
 def make_getter(path: str | tuple[str, ...], keep_missing: bool = False) -> Callable[[dict], Any]:
     """Build a fast reader for ``path``: returns None/MISSING, a scalar, or a list of values.
 
@@ -279,6 +289,9 @@ def make_getter(path: str | tuple[str, ...], keep_missing: bool = False) -> Call
     # Dotted spellings of the rest of the path under the object at each depth ("b.c" under `a`).
     spellings = [tuple(".".join(parts[d:j]) for j in range(d + 2, len(parts) + 1)) for d in range(len(inner))]
 
+    # A reader-marked document answers a miss without the dotted-spelling search.
+    dot_free = DotFree.__instancecheck__
+
     def absent(event: dict, depth: int) -> bool:
         # Nothing on the nested path down to `depth`: absent unless spelled with dots on the way.
         obj = event
@@ -301,10 +314,10 @@ def make_getter(path: str | tuple[str, ...], keep_missing: bool = False) -> Call
                 if o.__class__ is dict:
                     v = o.get(last, MISSING)
                     if v is MISSING:
-                        return miss if absent(event, 1) else slow(event)
+                        return miss if (dot_free(event) or absent(event, 1)) else slow(event)
                     return v if v.__class__ is not dict else slow(event)
-                return miss if o is None and absent(event, 1) else slow(event)
-            return miss if o is None and absent(event, 0) else slow(event)
+                return miss if o is None and (dot_free(event) or absent(event, 1)) else slow(event)
+            return miss if o is None and (dot_free(event) or absent(event, 0)) else slow(event)
 
         return get3
 
@@ -315,10 +328,10 @@ def make_getter(path: str | tuple[str, ...], keep_missing: bool = False) -> Call
             if nxt.__class__ is dict:
                 obj = nxt
                 continue
-            if nxt is None and absent(event, i):
+            if nxt is None and (dot_free(event) or absent(event, i)):
                 return miss
             return slow(event)  # an array of objects, a value in the way, or dotted keys
-        if last not in obj and absent(event, len(inner) - 1):
+        if last not in obj and (dot_free(event) or absent(event, len(inner) - 1)):
             return miss
         return slow(event)
 

@@ -21,7 +21,7 @@ from typing import IO, Any
 
 # One timestamp parser for the whole tool: the evaluator's, so the reader accepts exactly what
 # the evaluator orders by.
-from deployer.eql.values import es_string, parse_timestamp
+from deployer.eql.values import DotFree, es_string, parse_timestamp
 
 GZIP_MAGIC = b"\x1f\x8b"
 TIMESTAMP_FIELD = "@timestamp"
@@ -58,6 +58,12 @@ class Event(dict):
     def __init__(self, data: dict[str, Any], line: int) -> None:
         super().__init__(data)
         self.line = line
+
+
+class DotFreeEvent(Event, DotFree):
+    """An event in which the reader found no dotted key: field reads skip the dotted-spelling search."""
+
+    __slots__ = ()
 
 
 def display_name(path: str | Path) -> str:
@@ -215,8 +221,8 @@ class LineParser:
                 shown, lineno, f"expected a JSON object (one event per line), got {_json_kind(obj)}"
             )
         ts = _check_timestamp(obj, shown, lineno)
-        if self._checker is not None:
-            self._checker.check(obj, shown, lineno)
+        if self._checker is not None and self._checker.check(obj, shown, lineno):
+            return DotFreeEvent(obj, lineno), ts
         return Event(obj, lineno), ts
 
 
@@ -287,10 +293,12 @@ _MAX_CACHED_IPS = 65_536
 class _Field:
     """What the checker knows about one field path: its dotted name, ECS type and sub-fields."""
 
-    __slots__ = ("name", "ftype", "keep", "skip", "children")
+    __slots__ = ("name", "ftype", "keep", "skip", "children", "dotted")
 
     def __init__(self, name: str, ftype: str | None, skip: frozenset[type] | None = None) -> None:
         self.name = name
+        # The key itself (not the path) has a dot: `{"process.name": ...}`.
+        self.dotted = False
         self.ftype = ftype
         self.keep = _KEEP.get(ftype) if ftype is not None else None
         # Value classes that need no work at all here: one set lookup settles most fields.
@@ -305,19 +313,27 @@ class FieldChecker:
         self._lookup = lookup
         self._root: dict[str, _Field] = {}
         self._cached = 0
+        self._dotted = False
         # Addresses repeat across events; validating each distinct string once is enough.
         self._good_ips: set[str] = set()
         if lookup(TIMESTAMP_FIELD) in ("date", None):
             # `_check_timestamp` has already accepted exactly what the date check would.
             self._root[TIMESTAMP_FIELD] = _Field(TIMESTAMP_FIELD, None, _SCALARS)
 
-    def check(self, event: dict[str, Any], source: str, line: int) -> None:
-        """Raise `EventsError` on a value Elasticsearch would reject; coerce the others in place."""
+    def check(self, event: dict[str, Any], source: str, line: int) -> bool:
+        """Raise `EventsError` on a value Elasticsearch would reject; coerce the others in place.
+
+        Returns whether no object on a path of objects from the root has a key with a dot in it
+        (what `DotFree` promises the getters).
+        """
+        self._dotted = False
         self._object(event, self._root, "", source, line)
+        return not self._dotted
 
     def _field(self, node: dict[str, _Field], prefix: str, key: str) -> _Field:
         name = f"{prefix}{key}"
         field = _Field(name, self._lookup(name))
+        field.dotted = "." in key
         if self._cached < _MAX_CACHED_FIELDS:
             node[key] = field
             self._cached += 1
@@ -330,6 +346,8 @@ class FieldChecker:
             field = node.get(key)
             if field is None:
                 field = self._field(node, prefix, key)
+            if field.dotted:
+                self._dotted = True
             cls = value.__class__
             if cls in field.skip:
                 continue
@@ -341,6 +359,8 @@ class FieldChecker:
                     )
                 if ftype != "flattened" and ftype != "geo_point":
                     self._object(value, field.children, f"{field.name}.", source, line)
+                else:
+                    self._dotted = True  # not walked: its keys are unknown
                 continue
             if ftype is None:
                 continue

@@ -239,3 +239,55 @@ def test_crlf_line_endings(tmp_path: Path) -> None:
     path = tmp_path / "crlf.ndjson"
     path.write_bytes((_line(event={"id": "a"}) + "\r\n" + _line(event={"id": "b"}) + "\r\n").encode())
     assert [e["event"]["id"] for e in read_events(path)] == ["a", "b"]
+
+
+def _reader_event(doc: dict) -> dict:
+    from deployer.testing.events import LineParser, default_field_types
+
+    event, _ = LineParser(default_field_types(), "t")(json.dumps(doc), 1)
+    return event
+
+
+def test_events_without_dotted_keys_are_marked_dot_free() -> None:
+    from deployer.eql.values import DotFree
+
+    plain = {"@timestamp": 1, "process": {"name": "a", "parent": {"name": "b"}}, "labels": {"x": 1}}
+    assert isinstance(_reader_event(plain), DotFree)
+    # A dotted key at any depth of objects, or an object the reader does not walk, is not promised.
+    for doc in (
+        {"@timestamp": 1, "process.name": "a"},
+        {"@timestamp": 1, "process": {"parent.name": "b"}},
+        {"@timestamp": 1, "process": {"parent": {"pe.original_file_name": "b"}}},
+        {"@timestamp": 1, "process": {"Ext": {"effective_parent.name": "b"}}},
+        {"@timestamp": 1, "geo": {"location": {"lat.x": 1, "lon": 2}}},
+    ):
+        assert not isinstance(_reader_event(doc), DotFree), doc
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        {"@timestamp": 1, "process": {"pe": None}},
+        {"@timestamp": 1, "process": {"pe.original_file_name": "x.exe"}},
+        {"@timestamp": 1, "process": {"parent": {"pe.original_file_name": "p.exe"}}},
+        {"@timestamp": 1, "process": {"Ext": {"effective_parent.executable": "C:\\x.exe"}}},
+        {"@timestamp": 1, "process.Ext": {"effective_parent": {"executable": "C:\\y.exe"}}},
+        {"@timestamp": 1, "process": [{"pe": {"original_file_name": "a"}}, {"pe": {"original_file_name": "b"}}]},
+        {"@timestamp": 1, "process": {"name": "n"}},
+    ],
+)
+def test_field_reads_are_the_same_on_marked_and_plain_documents(doc: dict) -> None:
+    from deployer.eql.values import make_getter
+
+    event = _reader_event(doc)
+    plain = json.loads(json.dumps(dict(event)))
+    for path in (
+        "process.pe.original_file_name",
+        "process.parent.pe.original_file_name",
+        "process.Ext.effective_parent.executable",
+        "process.name",
+        "process.pe",
+    ):
+        for keep_missing in (False, True):
+            get = make_getter(path, keep_missing)
+            assert get(event) == get(plain), (path, doc)
