@@ -8,7 +8,9 @@ leaves rules share, a disjunction of atoms on one or more fields:
 * ``eq``: the lower-cased value is one of a set of strings (``f : "x"``, ``f == "x"``,
   ``f in ("x", "y")``, ``f in~ (...)``, ``f like "x"``);
 * ``pre`` / ``suf``: the lower-cased value starts / ends with a literal (``f : "c:\\\\windows\\\\*"``,
-  ``f : "*.exe"``), up to ``KEY_MAX`` characters of it.
+  ``f : "*.exe"``), up to ``KEY_MAX`` characters of it, possibly after / before a fixed number of
+  ``?`` wildcards (kept in the key: ``"?:\\\\perfl"``); also the literal edges of a regex;
+* ``has``: the field has a value (``f != null``; any comparison with a constant needs one).
 
 An ``and`` takes the guard of its most selective operand, an ``or`` the union of its operands'
 guards (none when one operand has none); a step keeps the guards of its two most selective
