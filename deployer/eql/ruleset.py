@@ -408,6 +408,79 @@ class _FieldIndex:
             self.every.append(gid)
 
 
+# A field's lookups: eq table, prefix and suffix tables as (slice start, slice end, table),
+# the guards its presence hits, and every guard on it.
+_Spec = tuple[
+    dict[str, list[int]] | None,
+    list[tuple[int, int, dict[str, list[int]]]],
+    list[tuple[int, int | None, dict[str, list[int]]]],
+    list[int] | None,
+    list[int],
+]
+
+
+def _walk(obj: dict, tree: dict, add: Callable[[Iterable[int]], None]) -> bool:
+    """Index the guarded fields of nested objects ``obj``; False when a field needs its reader.
+
+    Without dotted keys and arrays of objects on the way, a field's value is what sits at its
+    nested path (what its reader would return), so only the event's keys are visited.
+    """
+    for k, v in obj.items():
+        entry = tree.get(k)
+        if entry is None:
+            if "." in k:
+                return False
+            continue
+        spec, sub = entry
+        cls = v.__class__
+        if cls is dict:
+            # An object is no value of the field itself.
+            if sub is not None and not _walk(v, sub, add):
+                return False
+        elif cls is list:
+            if sub is not None:
+                return False
+            _hit(spec, v, add)  # type: ignore[arg-type]
+        elif v is not None and spec is not None:
+            _hit(spec, v, add)
+    return True
+
+
+def _hit(spec: _Spec, raw: Any, add: Callable[[Iterable[int]], None]) -> None:
+    """Add the guards a field's raw (non-null) value hits."""
+    eq, pres, sufs, present, every = spec
+    if raw.__class__ is str:
+        values: Iterable[Any] = (raw,)
+    elif raw.__class__ is list:
+        values = values_of(raw)
+        if not values:
+            # No value: as absent as None (`x != null` is false).
+            return
+    else:
+        add(every)
+        return
+    if present is not None:
+        add(present)
+    for v in values:
+        if v.__class__ is not str:
+            # A number or boolean compares by type rules the string index does not model.
+            add(every)
+            return
+        lv = v.lower()
+        if eq is not None:
+            h = eq.get(lv)
+            if h is not None:
+                add(h)
+        for start, end, table in pres:
+            h = table.get(lv[start:end])
+            if h is not None:
+                add(h)
+        for start, end, table in sufs:
+            h = table.get(lv[start:end])
+            if h is not None:
+                add(h)
+
+
 class _Table:
     """The merged guards of the steps one event category reaches: per field, lookups to guard ids.
 
@@ -416,7 +489,7 @@ class _Table:
     any) were both hit.
     """
 
-    __slots__ = ("always", "fields", "by_primary")
+    __slots__ = ("always", "fields", "tree", "by_primary")
 
     def __init__(self, entries: list[_Entry]) -> None:
         self.always = [e.order for e in entries if not e.guards]
@@ -440,56 +513,38 @@ class _Table:
                 gids.append(gid)
             secondary = gids[1] if len(gids) > 1 else -1
             self.by_primary.setdefault(gids[0], []).append((e.order, secondary))
-        self.fields = [
-            (
-                make_getter(path),
+        self.fields: list[tuple[Callable[[dict], Any], _Spec]] = []
+        # The guarded paths as a tree of their parts: {part: (spec or None, subtree or None)}.
+        self.tree: dict[str, tuple[_Spec | None, dict | None]] = {}
+        for path, ix in by_field.items():
+            spec: _Spec = (
                 ix.eq or None,
                 [(skip, skip + n, table) for (skip, n), table in sorted(ix.pre.items())],
                 [(-(skip + n), -skip or None, table) for (skip, n), table in sorted(ix.suf.items())],
                 ix.present or None,
                 ix.every,
             )
-            for path, ix in by_field.items()
-        ]
+            self.fields.append((make_getter(path), spec))
+            node = self.tree
+            *inner, last = path.split(".")
+            for part in inner:
+                leaf, sub = node.get(part, (None, None))
+                if sub is None:
+                    sub = {}
+                    node[part] = (leaf, sub)
+                node = sub
+            node[last] = (spec, node.get(last, (None, None))[1])
 
     def candidates(self, ev: dict) -> set[int]:
         """Orders of the entries this event may satisfy (a superset of those it does)."""
         hit: set[int] = set()
-        add = hit.update
-        for get, eq, pres, sufs, present, every in self.fields:
-            raw = get(ev)
-            if raw is None:
-                continue
-            if raw.__class__ is str:
-                values: Iterable[Any] = (raw,)
-            elif raw.__class__ is list:
-                values = values_of(raw)
-                if not values:
-                    # No value: as absent as None (`x != null` is false).
-                    continue
-            else:
-                add(every)
-                continue
-            if present is not None:
-                add(present)
-            for v in values:
-                if v.__class__ is not str:
-                    # A number or boolean compares by type rules the string index does not model.
-                    add(every)
-                    break
-                lv = v.lower()
-                if eq is not None:
-                    h = eq.get(lv)
-                    if h is not None:
-                        add(h)
-                for start, end, table in pres:
-                    h = table.get(lv[start:end])
-                    if h is not None:
-                        add(h)
-                for start, end, table in sufs:
-                    h = table.get(lv[start:end])
-                    if h is not None:
-                        add(h)
+        if not _walk(ev, self.tree, hit.update):
+            # A dotted key or an array of objects: each field through its reader, which merges
+            # every spelling as Elasticsearch does.
+            for get, spec in self.fields:
+                raw = get(ev)
+                if raw is not None:
+                    _hit(spec, raw, hit.update)
         out = set(self.always)
         by_primary = self.by_primary
         for gid in hit:

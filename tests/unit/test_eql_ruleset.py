@@ -167,6 +167,11 @@ def _events(rnd: random.Random, n: int) -> list[dict]:
             ev["process.name"] = ev["process"].pop("name")
         if rnd.random() < 0.05:
             ev["user"]["name"] = rnd.choice([[], [None], {"x": 1}, [[None, "cmd.exe"]]])
+        if rnd.random() < 0.05:
+            # An array of objects, a value where an object is expected, a dotted key inside.
+            ev["file"] = rnd.choice(
+                [[ev["file"], {"path": rnd.choice(PATHS)}], "x", {"path.x": 1, "path": rnd.choice(PATHS)}]
+            )
         ev["port"] = rnd.choice([5, 80, 443, "5", "443", None])
         events.append(ev)
     return events
