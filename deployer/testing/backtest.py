@@ -46,6 +46,9 @@ if TYPE_CHECKING:
 DEFAULT_INTERVAL = "5m"
 DEFAULT_FROM = "now-6m"
 HOUR_MS = 3_600_000
+# Run windows whose alert counts are kept per rule: matches come in time order, so only the
+# newest matters; the rest is slack for the few that do not (samples, whose matches ignore time).
+WINDOWS_KEPT = 64
 
 _UNITS = {"s": 1000, "m": 60_000, "h": 3_600_000, "H": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 _INTERVAL_RE = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
@@ -128,11 +131,15 @@ class RuleSummary:
             window = at // self.interval_ms
         else:
             window = -1
-        written = self._windows.get(window, 0)
+        windows = self._windows
+        written = windows.get(window, 0)
         if written >= self.max_signals:
             self.capped += 1
         else:
-            self._windows[window] = written + 1
+            windows[window] = written + 1
+            if len(windows) > WINDOWS_KEPT:
+                # The window first seen is the oldest: a rule's matches come in its time order.
+                del windows[next(iter(windows))]
             if self.kind == "sequence":
                 self.alerts += len(present) + 1
                 self.visible_alerts += 0 if self.building_block else 1

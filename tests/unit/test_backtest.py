@@ -228,6 +228,18 @@ def test_distinct_counts_switch_to_estimates_past_the_exact_bound(monkeypatch) -
     assert s.users.count == 1 and not s.users.estimated
 
 
+def test_run_windows_kept_are_bounded() -> None:
+    from deployer.testing.backtest import WINDOWS_KEPT
+
+    s = RuleSummary("r", "R", "event", False, 1, 60_000)
+    windows = 20 * WINDOWS_KEPT
+    for w in range(windows):
+        for k in range(3):  # three matches per one-minute run; max_signals 1 writes one
+            s.add([{"@timestamp": w * 60_000 + k}], [])
+        assert len(s._windows) <= WINDOWS_KEPT
+    assert s.matches == 3 * windows and s.alerts == windows and s.capped == 2 * windows
+
+
 def test_workers_give_the_one_process_report(tmp_path: Path) -> None:
     events = [json.loads(line) for line in CHAIN.read_text().splitlines() if line.strip()]
     shuffled = events[:]
