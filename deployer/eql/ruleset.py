@@ -10,6 +10,7 @@ leaves rules share, a disjunction of atoms on one or more fields:
 * ``pre`` / ``suf``: the lower-cased value starts / ends with a literal (``f : "c:\\\\windows\\\\*"``,
   ``f : "*.exe"``), up to ``KEY_MAX`` characters of it, possibly after / before a fixed number of
   ``?`` wildcards (kept in the key: ``"?:\\\\perfl"``); also the literal edges of a regex;
+* ``sub``: the lower-cased value contains a literal (the longest piece of ``f : "*\\\\run\\\\*"``);
 * ``has``: the field has a value (``f != null``; any comparison with a constant needs one).
 
 An ``and`` takes the guard of its most selective operand, an ``or`` the union of its operands'
@@ -49,6 +50,11 @@ KEY_MAX = 8
 # Shortest literal prefix/suffix kept: even one character narrows more than a presence test
 # (the cost model weighs short keys against the other guards).
 KEY_MIN = 1
+# Shortest literal a contains atom keeps: shorter ones are in too many values to select anything.
+SUB_MIN = 3
+# Contained literals per field searched one by one; more are found through a trigram table.
+SUB_LINEAR = 8
+_NON_ASCII = re.compile(r"[^\x00-\x7f]+")
 # Fields whose values are shared by most events of a category: a guard on them selects little.
 _BROAD_FIELDS = frozenset(
     {
@@ -71,7 +77,7 @@ _BROAD_FIELDS = frozenset(
 # Category dispatch tables kept per category value (events carry a handful of categories).
 _CACHE_MAX = 4096
 
-Atom = tuple[str, str, str]  # (field path, "eq" | "pre" | "suf" | "has", lower-cased key)
+Atom = tuple[str, str, str]  # (field path, "eq" | "pre" | "suf" | "sub" | "has", lower-cased key)
 Pred = Callable[[dict], bool]
 
 
@@ -96,6 +102,10 @@ def _atom_share(atom: Atom) -> float:
         share = 0.95 if common else 0.05
     elif kind == "eq":
         share = 0.003
+    elif kind == "sub":
+        # Anywhere in the value: about twice as likely as at one end, and searched for rather
+        # than looked up: a full-length prefix or suffix (`KEY_MAX`) is preferred.
+        share = max(0.004, 2 * 0.5 ** len(key))
     else:
         # Each literal character of a prefix or suffix narrows what it hits.
         share = max(0.003, 0.5 ** len(key.strip("?")))
@@ -206,9 +216,23 @@ def guards_of(expr: ast.Expr, program: Program, most: int = 2) -> list[list[Atom
 
 
 def _pattern_atom(path: str, pattern: str, insensitive: bool) -> Atom | None:
-    """A prefix or suffix atom of a wildcard pattern (``?`` wildcards at its ends kept as offsets)."""
+    """The most selective prefix, suffix or contains atom of a wildcard pattern, if any."""
     if not has_wildcard(pattern):
         return (path, "eq", pattern.lower())
+    pieces = re.split(r"[*?]", pattern.lower() if insensitive else pattern)
+    if not insensitive:
+        # Only ASCII runs (see `_ascii_edge_atom`): an ASCII run of the value is one of its lower case.
+        pieces = [run.lower() for piece in pieces for run in _NON_ASCII.split(piece)]
+    longest = max(pieces, key=len)
+    found = [_edge_atom(path, pattern, insensitive)]
+    if len(longest) >= SUB_MIN:
+        # Every literal piece of a match is in the (lower-cased) value.
+        found.append((path, "sub", longest))
+    return min((a for a in found if a is not None), key=_atom_share, default=None)
+
+
+def _edge_atom(path: str, pattern: str, insensitive: bool) -> Atom | None:
+    """A prefix or suffix atom of a wildcard pattern (``?`` wildcards at its ends kept as offsets)."""
     if not insensitive:
         return _ascii_edge_atom(path, _literal_prefix(pattern), _literal_suffix(pattern))
     # The matcher lower-cases the whole value and the whole pattern, as the index does, so a `?`
@@ -375,7 +399,7 @@ class _Member:
 class _FieldIndex:
     """The atoms of one field in a table: lookups from a lower-cased value to guard ids."""
 
-    __slots__ = ("eq", "pre", "suf", "present", "every")
+    __slots__ = ("eq", "pre", "suf", "sub", "present", "every")
 
     def __init__(self) -> None:
         self.eq: dict[str, list[int]] = {}
@@ -383,6 +407,7 @@ class _FieldIndex:
         # (prefix) or before (suffix) `skip` characters, the `?` wildcards at the pattern's end.
         self.pre: dict[tuple[int, int], dict[str, list[int]]] = {}
         self.suf: dict[tuple[int, int], dict[str, list[int]]] = {}
+        self.sub: dict[str, list[int]] = {}
         self.present: list[int] = []
         self.every: list[int] = []
 
@@ -394,6 +419,8 @@ class _FieldIndex:
                 self.present.append(gid)
         elif kind == "eq":
             table = self.eq
+        elif kind == "sub":
+            table = self.sub
         elif kind == "pre":
             lit = key.lstrip("?")
             table = self.pre.setdefault((len(key) - len(lit), len(lit)), {})
@@ -409,11 +436,14 @@ class _FieldIndex:
 
 
 # A field's lookups: eq table, prefix and suffix tables as (slice start, slice end, table),
-# the guards its presence hits, and every guard on it.
+# contained literals (a list, or by one of their trigrams when many), the guards its presence
+# hits, and every guard on it.
 _Spec = tuple[
     dict[str, list[int]] | None,
     list[tuple[int, int, dict[str, list[int]]]],
     list[tuple[int, int | None, dict[str, list[int]]]],
+    list[tuple[str, list[int]]],
+    tuple[frozenset[str], dict[str, list[tuple[str, list[int]]]]] | None,
     list[int] | None,
     list[int],
 ]
@@ -448,7 +478,7 @@ def _walk(obj: dict, tree: dict, add: Callable[[Iterable[int]], None]) -> bool:
 
 def _hit(spec: _Spec, raw: Any, add: Callable[[Iterable[int]], None]) -> None:
     """Add the guards a field's raw (non-null) value hits."""
-    eq, pres, sufs, present, every = spec
+    eq, pres, sufs, subs, grams, present, every = spec
     if raw.__class__ is str:
         values: Iterable[Any] = (raw,)
     elif raw.__class__ is list:
@@ -479,6 +509,26 @@ def _hit(spec: _Spec, raw: Any, add: Callable[[Iterable[int]], None]) -> None:
             h = table.get(lv[start:end])
             if h is not None:
                 add(h)
+        if grams is not None:
+            # Many literals: only those whose trigram is one of the value's are searched for.
+            keys, by_gram = grams
+            for g in keys.intersection([lv[i : i + 3] for i in range(len(lv) - 2)]):
+                for sub, h in by_gram[g]:
+                    if sub in lv:
+                        add(h)
+        else:
+            for sub, h in subs:
+                if sub in lv:
+                    add(h)
+
+
+def _by_trigram(subs: dict[str, list[int]]) -> tuple[frozenset[str], dict[str, list[tuple[str, list[int]]]]]:
+    """Contained literals by one of their trigrams (any: a value holding the literal holds all)."""
+    by_gram: dict[str, list[tuple[str, list[int]]]] = {}
+    for sub, gids in sorted(subs.items()):
+        # The last trigram: literals often share a leading path or a common word.
+        by_gram.setdefault(sub[-3:], []).append((sub, gids))
+    return frozenset(by_gram), by_gram
 
 
 class _Table:
@@ -521,6 +571,8 @@ class _Table:
                 ix.eq or None,
                 [(skip, skip + n, table) for (skip, n), table in sorted(ix.pre.items())],
                 [(-(skip + n), -skip or None, table) for (skip, n), table in sorted(ix.suf.items())],
+                sorted(ix.sub.items()),
+                _by_trigram(ix.sub) if len(ix.sub) > SUB_LINEAR else None,
                 ix.present or None,
                 ix.every,
             )

@@ -255,7 +255,7 @@ def test_guards_pick_the_selective_conjunct_and_union_or() -> None:
         ("process.pe.original_file_name", "eq", "cmd.exe"),
         ("process.pe.original_file_name", "eq", "x"),
     ]
-    wild = compile_query('file where file.path : ("C:\\\\Users\\\\*\\\\Downloads\\\\*", "*.HTA")')
+    wild = compile_query('file where file.path : ("C:\\\\Users\\\\*\\\\Down*", "*.HTA")')
     assert sorted(guard_of(wild.query.body.condition, wild)) == [
         ("file.path", "pre", "c:\\users"),
         ("file.path", "suf", ".hta"),
@@ -286,7 +286,7 @@ def test_presence_atoms() -> None:
     assert _guard("process.pe.original_file_name == 5") == has
     assert _guard("process.pe.original_file_name > 5") == has
     assert _guard('process.pe.original_file_name in (5, "a")') == has
-    assert _guard('process.pe.original_file_name : "*cmd*"') == has
+    assert _guard('process.pe.original_file_name : "*cm*"') == has
     # An eq atom is preferred to a presence test; an optional field's presence to a broad field.
     assert _guard('process.pe.original_file_name != null and process.name : "cmd.exe"') == [
         ("process.name", "eq", "cmd.exe")
@@ -317,8 +317,9 @@ def test_case_sensitive_like_keeps_ascii_edges_only() -> None:
     assert _guard('process.name like "CMD*"') == [("process.name", "pre", "cmd")]
     assert _guard('process.name like "*ΣΑ.EXE"') == [("process.name", "suf", ".exe")]
     assert _guard('process.name like "ΣΑx*"') == [("process.name", "has", "")]
-    # A `?` may stand for a character that lower-cases to two: no offset when case-sensitive.
-    assert _guard('process.name like "?:\\\\Windows*"') == [("process.name", "has", "")]
+    # A `?` may stand for a character that lower-cases to two: no offset when case-sensitive,
+    # only the literal somewhere in the value.
+    assert _guard('process.name like "?:\\\\Windows*"') == [("process.name", "sub", ":\\windows")]
 
 
 def test_wildcard_offsets_past_leading_and_trailing_question_marks() -> None:
@@ -411,3 +412,36 @@ def test_sample_queries_run_beside_the_dispatched_rules() -> None:
     together = _together(programs, events)
     assert together == _each_alone(programs, events)
     assert together["sample"] and together["seq"]
+
+
+def test_contains_atoms_take_the_longest_literal_piece() -> None:
+    assert _guard('process.command_line : "*Foo*barbaz*"') == [("process.command_line", "sub", "barbaz")]
+    # A longer piece inside beats a short prefix, not a full-length one (looked up, not searched).
+    assert _guard('file.path : "C:\\\\U*\\\\Downloads\\\\*"') == [("file.path", "sub", "\\downloads\\")]
+    assert _guard('file.path : "C:\\\\Users\\\\*\\\\Downloads\\\\*"') == [("file.path", "pre", "c:\\users")]
+    # Case-sensitive: only ASCII runs of a piece (lower-casing a sigma depends on what follows).
+    assert _guard('process.command_line like "*ΣΑfoo*"') == [("process.command_line", "sub", "foo")]
+    assert _guard('process.command_line like "*ΣΑfo*"') == [("process.command_line", "has", "")]
+    assert _guard('process.command_line : "*ab*"') == [("process.command_line", "has", "")]
+
+
+def test_many_contains_literals_are_found_by_trigram() -> None:
+    words = ["whoami", "mimikatz", "sekurlsa", "-enc", "bypass", "iex(", "downloadstring", "frombase64"]
+    words += [f"tool{i}x" for i in range(20)] + ["ΣΑΣ", "aſb", "İx"]
+    queries = [f'process where process.command_line : "*{w}*"' for w in words]
+    queries += [f'process where process.command_line like "*{w.upper()}*"' for w in words]
+    queries += ['process where process.command_line : "*tool1*" and process.command_line : "*tool12*"']
+    programs = _compile_all(queries)
+    assert len(programs) == len(queries)
+    rnd = random.Random(5)
+    events = []
+    for i in range(400):
+        picked = rnd.sample(words, rnd.randint(0, 3))
+        text = " ".join(rnd.choice([w, w.upper(), w.title()]) for w in picked)
+        value: object = rnd.choice([text, [text, "x"], "", None, 5, ["ΣΑΣ"], "TOOL12X"])
+        events.append(
+            {"@timestamp": i, "seq": i, "event": {"category": "process"}, "process": {"command_line": value}}
+        )
+    together = _together(programs, events)
+    assert together == _each_alone(programs, events)
+    assert sum(len(v) for v in together.values()) > 100
