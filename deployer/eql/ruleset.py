@@ -23,10 +23,12 @@ compiled condition: the guard only narrows, so the result is exactly the per-rul
 A field holding a non-string value (number, boolean) is not indexed for that event: every step
 guarded on it is evaluated.
 
-Rules the dispatch cannot drive (another timestamp field, a tiebreaker, a query kind without
-steps such as ``sample``) run as their own ``Runner`` fed every event. A per-rule pre-filter
-(``prefilters``: Kibana exception lists applied before sequence matching) sees each event before
-that rule does; an event it rejects does not exist for that rule.
+A ``sample`` ignores time order and the events none of its steps keeps, so its steps are
+dispatched like a sequence's and its own ``Runner`` gets only their candidate events. Rules the
+dispatch cannot drive (another timestamp field, a tiebreaker) run as their own ``Runner`` fed
+every event. A per-rule pre-filter (``prefilters``: Kibana exception lists applied before
+sequence matching) sees each event before that rule does; an event it rejects does not exist for
+that rule.
 """
 
 from __future__ import annotations
@@ -348,9 +350,20 @@ class _Entry:
 
 
 class _Member:
-    """A dispatched rule: its state machine (sequences) or filter (event queries), and its pipes."""
+    """A dispatched rule: its state machine (sequences), filter (event queries) or runner (samples), and its pipes."""
 
-    __slots__ = ("key", "program", "pipes", "stopped", "process", "flush", "cond", "prefilter", "ticks")
+    __slots__ = (
+        "key",
+        "program",
+        "pipes",
+        "stopped",
+        "process",
+        "flush",
+        "cond",
+        "prefilter",
+        "ticks",
+        "runner",
+    )
 
     def __init__(self, key: Hashable, program: Program, prefilter: Pred | None) -> None:
         self.key = key
@@ -363,9 +376,16 @@ class _Member:
         self.cond: Pred | None = None
         # A rule with missing-event steps decides held candidates as time passes, on every event.
         self.ticks = False
+        # A sample ignores time order and every event no step's filter keeps, so its own runner
+        # (pipes included) sees only the candidate events of its steps.
+        self.runner: Runner | None = None
         if program.kind == "sequence":
             self.process, self.flush = program.sequence_core()
             self.ticks = any(program._layout)
+        elif program.kind == "sample":
+            self.runner = program.stream()
+            self.pipes = []
+            self.stopped = self.runner.stopped
         else:
             self.cond = program._cond
 
@@ -377,6 +397,10 @@ class _Member:
             steps, until = [], False
         if self.process is not None:
             out = self.process(ts, ev, steps, until)
+        elif self.runner is not None:
+            out = self.runner.push(ev, ts)
+            self.stopped = self.runner.stopped
+            return out
         else:
             out = [Match([ev], [])] if self.cond(ev) else []  # type: ignore[misc]
         return self._piped(out) if out and self.pipes else out
@@ -390,6 +414,8 @@ class _Member:
 
     def finish(self) -> list[Match]:
         """End of input: what the state machine and the pipes held."""
+        if self.runner is not None:
+            return self.runner.finish()
         out = self.flush()
         for pipe in self.pipes:
             out = pipe.feed(out) + pipe.flush()
@@ -635,6 +661,8 @@ class RuleSet:
         body = program.query.body
         if isinstance(body, ast.EventQuery):
             return hasattr(program, "_cond")
+        if isinstance(body, ast.Sample):
+            return True
         return isinstance(body, ast.Sequence) and hasattr(program, "sequence_core")
 
     def stream(self) -> RuleSetRunner:
@@ -686,6 +714,13 @@ class RuleSetRunner:
             e.guards = guards_of(body.condition, program)
             entries.append(e)
             self._entries.append(e)
+            return
+        if isinstance(body, ast.Sample):
+            for step in body.steps:
+                e = _Entry(member, step.query.category, None, False)
+                e.guards = guards_of(step.query.condition, program)
+                entries.append(e)
+                self._entries.append(e)
             return
         assert isinstance(body, ast.Sequence)
         steps_ast = body.expanded_steps()

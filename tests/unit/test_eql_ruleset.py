@@ -126,6 +126,9 @@ def _query(rnd: random.Random) -> str:
     pipe = rnd.choice(["", "", "", " | head 2", " | tail 2"])
     if rnd.random() < 0.4:
         return _subquery(rnd) + pipe
+    if rnd.random() < 0.1:
+        steps = " ".join(f"[{_subquery(rnd)}]" for _ in range(rnd.randint(1, 3)))
+        return f"sample {rnd.choice(['by host ', 'by user.name ', ''])}{steps}{pipe}"
     by = rnd.choice(["by host ", "by ?host ", "", "by user.name "])
     span = rnd.choice(["with maxspan=5ms ", "with maxspan=3ms ", ""])
     steps = [f"[{_subquery(rnd)}]" for _ in range(rnd.randint(1, 3))]
@@ -400,18 +403,57 @@ def test_parsed_query_ast_is_accepted() -> None:
     assert runner.push({"@timestamp": 0, "event": {"category": "network"}, "destination": {"port": 443}})
 
 
-def test_sample_queries_run_beside_the_dispatched_rules() -> None:
-    sample = compile_query("sample by host [process where true] [file where true]")
+def test_sample_queries_are_dispatched_to_their_steps_only() -> None:
+    sample = compile_query(
+        'sample by host [process where process.name == "a"] [file where file.path : "*.x"]'
+    )
     seq = compile_query("sequence by host [process where true] [file where true]")
     programs = {"sample": sample, "seq": seq}
-    assert RuleSet(programs).own_runner == ["sample"]
+    ruleset = RuleSet(programs)
+    assert ruleset.own_runner == []
     events = [
-        {"@timestamp": 1, "seq": 0, "host": "a", "event": {"category": "process"}},
-        {"@timestamp": 2, "seq": 1, "host": "a", "event": {"category": "file"}},
+        {"@timestamp": 1, "seq": 0, "host": "a", "event": {"category": "process"}, "process": {"name": "a"}}
     ]
-    together = _together(programs, events)
-    assert together == _each_alone(programs, events)
-    assert together["sample"] and together["seq"]
+    for i in range(1, 60):
+        category = "process" if i % 2 else "file"
+        events.append(
+            {
+                "@timestamp": i,
+                "seq": i,
+                "host": "a",
+                "event": {"category": category},
+                "process": {"name": "b"},
+            }
+        )
+    events.append(
+        {"@timestamp": 99, "seq": 60, "host": "a", "event": {"category": "file"}, "file": {"path": "y.x"}}
+    )
+    runner = ruleset.stream()
+    (member,) = [m for m in runner._members if m.key == "sample"]
+    pushed = []
+
+    class Counting:
+        def __init__(self, inner: object) -> None:
+            self.inner = inner
+            self.stopped = False
+
+        def push(self, ev: dict, ts: int | None = None) -> list:
+            pushed.append(ev["seq"])
+            return self.inner.push(ev, ts)
+
+        def finish(self) -> list:
+            return self.inner.finish()
+
+    member.runner = Counting(member.runner)
+    pairs = []
+    for ev in events:
+        pairs.extend(runner.push(ev, ev["@timestamp"]))
+    pairs.extend(runner.finish())
+    # Only the two events a step can keep reach the sample's runner; the answer is its own.
+    assert pushed == [0, 60]
+    got = {key: _ids([m for k, m in pairs if k == key]) for key in programs}
+    assert got == _each_alone(programs, events)
+    assert got["sample"] == [((0, 60), ("a",))]
 
 
 def test_contains_atoms_take_the_longest_literal_piece() -> None:
