@@ -11,6 +11,7 @@ leaves rules share, a disjunction of atoms on one or more fields:
   ``f : "*.exe"``), up to ``KEY_MAX`` characters of it, possibly after / before a fixed number of
   ``?`` wildcards (kept in the key: ``"?:\\\\perfl"``); also the literal edges of a regex;
 * ``sub``: the lower-cased value contains a literal (the longest piece of ``f : "*\\\\run\\\\*"``);
+* ``num``: the value is a number equal to one of a set (``f == 4``, ``f in (88, 445)``);
 * ``has``: the field has a value (``f != null``; any comparison with a constant needs one).
 
 An ``and`` takes the guard of its most selective operand, an ``or`` the union of its operands'
@@ -20,8 +21,8 @@ can reach are merged into one index per field: each field is read once per event
 string values lower-cased once and looked up once per table, whatever the number of rules using
 it. Only the steps a lookup hits (plus the unguarded ones) are evaluated, by the rule's own
 compiled condition: the guard only narrows, so the result is exactly the per-rule evaluation's.
-A field holding a non-string value (number, boolean) is not indexed for that event: every step
-guarded on it is evaluated.
+A number value hits every guard on its field but the numeric ones it does not equal, a string
+value every numeric guard (type rules let them compare equal), a boolean every guard.
 
 A ``sample`` ignores time order and the events none of its steps keeps, so its steps are
 dispatched like a sequence's and its own ``Runner`` gets only their candidate events. Rules the
@@ -79,7 +80,7 @@ _BROAD_FIELDS = frozenset(
 # Category dispatch tables kept per category value (events carry a handful of categories).
 _CACHE_MAX = 4096
 
-Atom = tuple[str, str, str]  # (field path, "eq" | "pre" | "suf" | "sub" | "has", lower-cased key)
+Atom = tuple[str, str, str]  # (field path, "eq" | "pre" | "suf" | "sub" | "num" | "has", key)
 Pred = Callable[[dict], bool]
 
 
@@ -104,6 +105,9 @@ def _atom_share(atom: Atom) -> float:
         share = 0.95 if common else 0.05
     elif kind == "eq":
         share = 0.003
+    elif kind == "num":
+        # Numbers repeat more than names (ports, pids, codes).
+        share = 0.01
     elif kind == "sub":
         # Anywhere in the value: about twice as likely as at one end, and searched for rather
         # than looked up: a full-length prefix or suffix (`KEY_MAX`) is preferred.
@@ -150,10 +154,11 @@ def guard_of(expr: ast.Expr, program: Program) -> list[Atom] | None:
         path = _indexable(program, expr.expr.name)
         if path is None or not expr.values or not all(isinstance(v, ast.Literal) for v in expr.values):
             return None
-        if not all(isinstance(v.value, str) for v in expr.values):  # type: ignore[union-attr]
-            # A number or boolean in the list: no value of the field, no match.
+        atoms = [_constant_atom(path, v.value) for v in expr.values]  # type: ignore[union-attr]
+        if any(a is None for a in atoms):
+            # A boolean in the list: no value of the field, no match.
             return [(path, "has", "")]
-        return [(path, "eq", v.value.lower()) for v in expr.values]  # type: ignore[union-attr]
+        return atoms  # type: ignore[return-value]
     if isinstance(expr, ast.PatternMatch):
         if not isinstance(expr.expr, ast.Field):
             return None
@@ -192,11 +197,22 @@ def _comparison_guard(expr: ast.Comparison, program: Program) -> list[Atom] | No
     path = _indexable(program, left.name)
     if path is None:
         return None
-    if expr.op == "==" and isinstance(right.value, str):
-        # Equal strings are equal lower-cased: the case-insensitive key is a superset.
-        return [(path, "eq", right.value.lower())]
+    atom = _constant_atom(path, right.value) if expr.op == "==" else None
     # A comparison with a constant is false (null) on a field without a value.
-    return [(path, "has", "")]
+    return [atom or (path, "has", "")]
+
+
+def _constant_atom(path: str, value: Any) -> Atom | None:
+    """The atom of ``path == value`` for a string or a number, else None."""
+    if isinstance(value, str):
+        # Equal strings are equal lower-cased: the case-insensitive key is a superset.
+        return (path, "eq", value.lower())
+    if value.__class__ is int or value.__class__ is float:
+        try:
+            return (path, "num", repr(float(value)))
+        except OverflowError:
+            return None
+    return None
 
 
 def guards_of(expr: ast.Expr, program: Program, most: int = 2) -> list[list[Atom]]:
@@ -425,7 +441,7 @@ class _Member:
 class _FieldIndex:
     """The atoms of one field in a table: lookups from a lower-cased value to guard ids."""
 
-    __slots__ = ("eq", "pre", "suf", "sub", "present", "every")
+    __slots__ = ("eq", "pre", "suf", "sub", "num", "present", "not_num", "every")
 
     def __init__(self) -> None:
         self.eq: dict[str, list[int]] = {}
@@ -434,7 +450,11 @@ class _FieldIndex:
         self.pre: dict[tuple[int, int], dict[str, list[int]]] = {}
         self.suf: dict[tuple[int, int], dict[str, list[int]]] = {}
         self.sub: dict[str, list[int]] = {}
+        # Numeric constants by their float value (int and float values compare by number).
+        self.num: dict[float, list[int]] = {}
         self.present: list[int] = []
+        # Guards with an atom other than a number on this field: a number value may equal a string.
+        self.not_num: list[int] = []
         self.every: list[int] = []
 
     def add(self, kind: str, key: str, gid: int) -> None:
@@ -447,6 +467,9 @@ class _FieldIndex:
             table = self.eq
         elif kind == "sub":
             table = self.sub
+        elif kind == "num":
+            self.num.setdefault(float(key), []).append(gid)
+            table = None
         elif kind == "pre":
             lit = key.lstrip("?")
             table = self.pre.setdefault((len(key) - len(lit), len(lit)), {})
@@ -457,13 +480,16 @@ class _FieldIndex:
             key = lit
         if table is not None:
             table.setdefault(key, []).append(gid)
+        if kind != "num" and (not self.not_num or self.not_num[-1] != gid):
+            self.not_num.append(gid)
         if not self.every or self.every[-1] != gid:
             self.every.append(gid)
 
 
 # A field's lookups: eq table, prefix and suffix tables as (slice start, slice end, table),
 # contained literals (a list, or by one of their trigrams when many), the guards its presence
-# hits, and every guard on it.
+# hits, numeric constants by value, the guards with one (a string may equal a number), the
+# guards without one (a number may equal a string), and every guard on it.
 _Spec = tuple[
     dict[str, list[int]] | None,
     list[tuple[int, int, dict[str, list[int]]]],
@@ -471,6 +497,9 @@ _Spec = tuple[
     list[tuple[str, list[int]]],
     tuple[frozenset[str], dict[str, list[tuple[str, list[int]]]]] | None,
     list[int] | None,
+    dict[float, list[int]] | None,
+    list[int] | None,
+    list[int],
     list[int],
 ]
 
@@ -504,7 +533,7 @@ def _walk(obj: dict, tree: dict, add: Callable[[Iterable[int]], None]) -> bool:
 
 def _hit(spec: _Spec, raw: Any, add: Callable[[Iterable[int]], None]) -> None:
     """Add the guards a field's raw (non-null) value hits."""
-    eq, pres, sufs, subs, grams, present, every = spec
+    eq, pres, sufs, subs, grams, present, nums, on_num, not_num, every = spec
     if raw.__class__ is str:
         values: Iterable[Any] = (raw,)
     elif raw.__class__ is list:
@@ -513,15 +542,29 @@ def _hit(spec: _Spec, raw: Any, add: Callable[[Iterable[int]], None]) -> None:
             # No value: as absent as None (`x != null` is false).
             return
     else:
-        add(every)
-        return
+        values = (raw,)
     if present is not None:
         add(present)
     for v in values:
-        if v.__class__ is not str:
+        cls = v.__class__
+        if cls is not str:
+            if nums is not None and (cls is int or cls is float):
+                # Equal numbers are equal as floats; a number may still equal a string constant.
+                try:
+                    h = nums.get(float(v))
+                except OverflowError:
+                    add(every)
+                    return
+                if h is not None:
+                    add(h)
+                add(not_num)
+                continue
             # A number or boolean compares by type rules the string index does not model.
             add(every)
             return
+        if on_num is not None:
+            # A numeric string may equal a numeric constant.
+            add(on_num)
         lv = v.lower()
         if eq is not None:
             h = eq.get(lv)
@@ -600,6 +643,9 @@ class _Table:
                 sorted(ix.sub.items()),
                 _by_trigram(ix.sub) if len(ix.sub) > SUB_LINEAR else None,
                 ix.present or None,
+                ix.num or None,
+                sorted({g for gids in ix.num.values() for g in gids}) or None,
+                ix.not_num,
                 ix.every,
             )
             self.fields.append((make_getter(path), spec))

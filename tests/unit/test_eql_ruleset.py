@@ -104,6 +104,8 @@ def _leaf(rnd: random.Random) -> str:
             f"{f} == {rnd.choice([5, 'true', 'false'])}",
             f'{f} in (5, "cmd.exe")',
             f"port > {rnd.choice([5, 80])}",
+            f'port in ({rnd.choice(["80", "5.0", "443"])}, "{rnd.choice(["443", "80", "x"])}")',
+            f"port == {rnd.choice(['443.0', '80', '5'])}",
             "true",
         ]
     )
@@ -175,7 +177,7 @@ def _events(rnd: random.Random, n: int) -> list[dict]:
             ev["file"] = rnd.choice(
                 [[ev["file"], {"path": rnd.choice(PATHS)}], "x", {"path.x": 1, "path": rnd.choice(PATHS)}]
             )
-        ev["port"] = rnd.choice([5, 80, 443, "5", "443", None])
+        ev["port"] = rnd.choice([5, 80, 443, "5", "443", None, 80.0, "80", [443, "x"], 10**400, True])
         events.append(ev)
     return events
 
@@ -286,9 +288,9 @@ def test_presence_atoms() -> None:
     assert _guard("?process.pe.original_file_name != null") == has
     assert _guard("not process.pe.original_file_name == null") == has
     # Any comparison with a constant needs a value; so does a pattern without a literal edge.
-    assert _guard("process.pe.original_file_name == 5") == has
+    assert _guard("process.pe.original_file_name == true") == has
     assert _guard("process.pe.original_file_name > 5") == has
-    assert _guard('process.pe.original_file_name in (5, "a")') == has
+    assert _guard('process.pe.original_file_name in (true, "a")') == has
     assert _guard('process.pe.original_file_name : "*cm*"') == has
     # An eq atom is preferred to a presence test; an optional field's presence to a broad field.
     assert _guard('process.pe.original_file_name != null and process.name : "cmd.exe"') == [
@@ -487,3 +489,30 @@ def test_many_contains_literals_are_found_by_trigram() -> None:
     together = _together(programs, events)
     assert together == _each_alone(programs, events)
     assert sum(len(v) for v in together.values()) > 100
+
+
+def test_numeric_atoms() -> None:
+    assert _guard("process.parent.pid == 4") == [("process.parent.pid", "num", "4.0")]
+    assert _guard('destination.port in (88, 4.5, "445")') == [
+        ("destination.port", "eq", "445"),
+        ("destination.port", "num", "4.5"),
+        ("destination.port", "num", "88.0"),
+    ]
+    program = compile_query("network where destination.port in (88, 445)")
+    calls: list[dict] = []
+    inner = program._cond
+
+    def counted(ev: dict) -> bool:
+        calls.append(ev)
+        return inner(ev)
+
+    program._cond = counted
+    runner = RuleSet({"r": program}).stream()
+    base = {"@timestamp": 1, "event": {"category": "network"}}
+    # Another number is looked up and missed; an equal float is found; a string may equal a
+    # number, so it is evaluated (and decided by the rule).
+    assert runner.push({**base, "destination": {"port": 443}}) == [] and calls == []
+    assert len(runner.push({**base, "destination": {"port": 88.0}})) == 1
+    assert len(runner.push({**base, "destination": {"port": [1, 445]}})) == 1
+    runner.push({**base, "destination": {"port": "x"}})
+    assert len(calls) == 3
