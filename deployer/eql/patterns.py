@@ -60,16 +60,69 @@ def wildcard_matcher(pattern: str, case_insensitive: bool) -> Matcher:
 
 
 def wildcards_matcher(patterns: Sequence[str], case_insensitive: bool) -> Matcher:
-    """Any-of several wildcard patterns."""
-    matchers = [wildcard_matcher(p, case_insensitive) for p in patterns]
-    if len(matchers) == 1:
-        return matchers[0]
-    if all(not has_wildcard(p) for p in patterns):
-        pool = frozenset(p.lower() if case_insensitive else p for p in patterns)
-        if case_insensitive:
-            return lambda s: s.lower() in pool
-        return pool.__contains__
-    return lambda s: any(m(s) for m in matchers)
+    """Any-of several wildcard patterns.
+
+    Rules list dozens of paths in one condition; each shape is tested for all patterns at once
+    (a set of exact values, ``startswith``/``endswith`` of a tuple, one literal alternation for
+    ``*x*``, one regex alternation for the rest), on a value lower-cased once.
+    """
+    if len(patterns) == 1:
+        return wildcard_matcher(patterns[0], case_insensitive)
+    exact: set[str] = set()
+    prefixes: list[str] = []
+    suffixes: list[str] = []
+    infixes: list[str] = []
+    rest: list[str] = []
+    for pattern in patterns:
+        p = pattern.lower() if case_insensitive else pattern
+        core = p.strip("*")
+        if not has_wildcard(p):
+            exact.add(p)
+        elif not core:
+            return _anything  # `*` matches every value
+        elif "?" not in core and "*" not in core:
+            if p.startswith("*") and p.endswith("*"):
+                infixes.append(core)
+            elif p.startswith("*"):
+                suffixes.append(core)
+            else:
+                prefixes.append(core)
+        else:
+            rest.append(p)
+    tests: list[Matcher] = []
+    if exact:
+        tests.append(frozenset(exact).__contains__)
+    if prefixes:
+        starts = tuple(prefixes)
+        tests.append(lambda s: s.startswith(starts))
+    if suffixes:
+        ends = tuple(suffixes)
+        tests.append(lambda s: s.endswith(ends))
+    if infixes:
+        # A search for an alternation of literals finds one exactly when some literal occurs.
+        search = re.compile("|".join(re.escape(c) for c in infixes)).search
+        tests.append(lambda s: search(s) is not None)
+    if rest:
+        # A full match of an alternation exists exactly when one alternative matches in full.
+        full = re.compile("(?:" + "|".join(_wildcard_regex(p) for p in rest) + ")", re.DOTALL).fullmatch
+        tests.append(lambda s: full(s) is not None)
+    if len(tests) == 1:
+        (test,) = tests
+    else:
+
+        def test(s: str) -> bool:
+            for t in tests:
+                if t(s):
+                    return True
+            return False
+
+    if case_insensitive:
+        return lambda s: test(s.lower())
+    return test
+
+
+def _anything(s: str) -> bool:
+    return True
 
 
 _QUANT_START = "*+?{"
