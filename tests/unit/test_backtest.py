@@ -180,6 +180,23 @@ def test_text_and_html_reports(tmp_path: Path) -> None:
     assert "<script" not in html and "src=" not in html and "http" not in html.replace("http-equiv", "")
 
 
+def test_estimated_distinct_counts_are_marked_in_every_format(monkeypatch) -> None:  # noqa: ANN001
+    from deployer.testing import backtest_report, distinct
+    from deployer.testing.backtest import Backtest
+
+    monkeypatch.setattr(distinct, "EXACT_MAX", 10)
+    s = RuleSummary("r", "R", "event", False, 100, 300_000)
+    for i in range(2_000):
+        s.add([{"@timestamp": i, "host": {"name": "h"}, "process": {"entity_id": f"p{i}"}}], [])
+    result = Backtest([s], [], 2_000)
+    doc = backtest_report.to_json(result)["rules"][0]
+    assert doc["estimated"] == ["entities"] and doc["hosts"] == 1
+    assert abs(doc["entities"] - 2_000) < 100
+    approx = s.entities.text()
+    assert approx.startswith("~") and approx in backtest_report.to_text(result)
+    assert approx in backtest_report.to_html(result)
+
+
 def test_bad_events_exit_one(tmp_path: Path) -> None:
     bad = tmp_path / "bad.ndjson"
     bad.write_text('{"@timestamp": "2024-05-01T00:00:00Z"}\nnot json\n')
