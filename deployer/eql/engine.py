@@ -917,13 +917,13 @@ class Program:
         self._ts_get = make_getter(timestamp_field)
         self._tb_get = make_getter(tiebreaker_field) if tiebreaker_field else None
         self._c = compiler
-        # A sample ignores time: its runner neither reads nor checks timestamps.
-        self._timeless = isinstance(query.body, ast.Sample)
+        # A sample ignores time: its runner neither reads nor checks timestamps (unless windowed).
+        self._timeless = isinstance(query.body, ast.Sample) and window is None
         body = query.body
         self._matcher: Callable[[], tuple[StepFn, FlushFn]]
         self._maxspan: int | None = None
         if isinstance(body, ast.Sample):
-            self._setup_sample(body, size, max_samples_per_key)
+            self._setup_sample(body, size, max_samples_per_key, window)
             self._matcher = self._sample_matcher
         elif isinstance(body, ast.EventQuery):
             self._cond = compiler.predicate(body.condition)
@@ -1011,7 +1011,9 @@ class Program:
 
     # -- samples
 
-    def _setup_sample(self, sample: ast.Sample, size: int | None, max_samples_per_key: int) -> None:
+    def _setup_sample(
+        self, sample: ast.Sample, size: int | None, max_samples_per_key: int, window: int | None
+    ) -> None:
         if self.query.pipes:
             pipe = self.query.pipes[0]
             raise EqlUnsupportedError("not supported offline: pipes after a sample", pipe.line, pipe.column)
@@ -1021,24 +1023,43 @@ class Program:
         ]
         self._sample_size = size
         self._max_samples_per_key = max_samples_per_key
+        self._sample_window = window
 
     def _sample_matcher(self) -> tuple[StepFn, FlushFn]:
-        matcher = SampleMatcher(
-            len(self._sample_filters), max_samples_per_key=self._max_samples_per_key, size=self._sample_size
-        )
+        def fresh() -> SampleMatcher:
+            return SampleMatcher(
+                len(self._sample_filters),
+                max_samples_per_key=self._max_samples_per_key,
+                size=self._sample_size,
+            )
+
+        def samples(done: SampleMatcher) -> list[Match]:
+            # Join keys come back as the composite aggregation returns them (dates in epoch ms).
+            return [Match(list(events), list(key)) for key, events in done.samples(_key_sort)]
+
+        matcher = fresh()
         filters = list(enumerate(self._sample_filters))
-        add = matcher.add
+        window = self._sample_window
+        current: int | None = None  # the window (ts // window) the matcher holds
 
         def step(ts: int, ev: dict) -> list[Match]:
+            nonlocal matcher, current
+            out: list[Match] = []
+            if window is not None and ts // window != current:
+                # A new window: the last one's samples are complete, and its hits are let go.
+                if current is not None:
+                    out = samples(matcher)
+                    matcher = fresh()
+                current = ts // window
+            add = matcher.add
             for i, (keep, keys) in filters:
                 if keep(ev):
                     for k in keys(ev):
                         add(i, k, ev)
-            return []
+            return out
 
         def flush() -> list[Match]:
-            # Join keys come back as the composite aggregation returns them (dates in epoch ms).
-            return [Match(list(events), list(key)) for key, events in matcher.samples(_key_sort)]
+            return samples(matcher)
 
         return step, flush
 
@@ -1260,7 +1281,8 @@ def compile_query(
     limit) and ``max_samples_per_key`` are the request parameters of the same names; they bound
     ``sample`` results only. ``window`` (ms, None: the whole input) is the span one search
     covers, as a detection rule's look-back does: a sequence without ``maxspan``, or with a longer
-    one, then matches only within ``window``.
+    one, then matches only within ``window``; a sample is taken per consecutive ``window`` of
+    time (aligned on the epoch, events in time order), at most ``size`` samples each.
     """
     if isinstance(query, str):
         from deployer.eql import parser

@@ -13,7 +13,7 @@ consecutive windows of the rule's `interval` (default 5m) aligned on the epoch, 
 belongs to the window of its last event (when the sequence becomes visible). Each run searches
 the rule's look-back (`from`, default `now-6m`), so a sequence longer than it never alerts: one
 without `maxspan` (or with a longer one) is bounded by the look-back here, and its partial
-sequences expire. The alerts an analyst sees in the default Alerts view exclude building blocks:
+sequences expire; a sample is taken per consecutive look-back-long window. The alerts an analyst sees in the default Alerts view exclude building blocks:
 shells and event alerts of rules that are not building-block rules.
 """
 

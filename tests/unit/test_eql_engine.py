@@ -6,6 +6,7 @@ import pytest
 
 from deployer.eql.engine import Match, compile_query
 from deployer.eql.errors import EqlSyntaxError, EqlUnsupportedError
+from deployer.eql.sample import SampleMatcher
 from deployer.eql.sequence import MissingEventCheck, SequenceMatcher
 from deployer.eql.values import parse_timestamp
 
@@ -289,6 +290,40 @@ def test_window_bounds_sequences_without_or_with_a_longer_maxspan() -> None:
     assert ids(short, events, window=4_000) == [] and compile_query(short, window=4_000).span == 1_000
     assert compile_query(free).span is None and compile_query(free, window=4_000).span == 4_000
     assert compile_query("process where true", window=4_000).span is None
+
+
+def test_window_takes_samples_per_window_and_lets_hits_go(monkeypatch: pytest.MonkeyPatch) -> None:
+    q = "sample by host [process where true] [network where true]"
+    events = [
+        ev(0, id=1, host="a"),
+        ev(500, "network", id=2, host="a"),
+        ev(900, id=3, host="b"),
+        ev(1_100, "network", id=4, host="b"),  # b's hits straddle the 1 s windows
+        ev(1_200, id=5, host="c"),
+        ev(1_300, "network", id=6, host="c"),
+    ]
+    # The whole input (Elasticsearch over an index): one sample per key.
+    assert ids(q, events) == [[1, 2], [3, 4], [5, 6]]
+    # Per 1 s window: b's events never share one.
+    assert ids(q, events, window=1_000) == [[1, 2], [5, 6]]
+    # Shuffled input is sorted by time first, as for sequences.
+    assert ids(q, events[::-1], window=1_000) == [[1, 2], [5, 6]]
+    # Held hits are dropped at each window: 1,000 keys over 100 s stay a window's worth.
+    from deployer.eql import engine
+
+    made: list[SampleMatcher] = []
+
+    class Recording(SampleMatcher):
+        def __init__(self, *args: object, **kw: object) -> None:
+            super().__init__(*args, **kw)  # type: ignore[arg-type]
+            made.append(self)
+
+    monkeypatch.setattr(engine, "SampleMatcher", Recording)
+    runner = compile_query(q, window=1_000).stream()
+    for i in range(1_000):
+        runner.push(ev(i * 100, id=i, host=f"h{i}"))
+        assert len(made[-1].buckets) <= 10
+    assert len(made) == 100
 
 
 def test_window_lets_partial_sequences_expire(monkeypatch: pytest.MonkeyPatch) -> None:
