@@ -240,17 +240,7 @@ def backtest(
     number. Raises `EventsError` on bad input.
     """
     shares = split_rules(rules, library, jobs) if jobs > 1 and can_fork() else [list(rules)]
-    if len(shares) == 1:
-        return _backtest(
-            rules,
-            path,
-            library=library,
-            field_types=field_types,
-            stdin=stdin,
-            progress=progress,
-            on_fallback=on_fallback,
-            exceptions=exceptions,
-        )
+    # stdin is copied once, so every worker (or the one process) reads the same file.
     with seekable(path, stdin) as source:
 
         def work(
@@ -268,6 +258,8 @@ def backtest(
                 exceptions=exceptions,
             )
 
+        if len(shares) == 1:
+            return work(shares[0], progress, on_fallback)
         parts = run_shares(shares, work, progress=progress, on_fallback=on_fallback)
     return _merge(parts, [*library, *rules])
 
@@ -288,7 +280,6 @@ def _backtest(
     *,
     library: Sequence[RuleLike] = (),
     field_types: FieldTypeLookup | None = None,
-    stdin: IO[bytes] | None = None,
     progress: Progress | None = None,
     on_fallback: Callable[[str], None] | None = None,
     exceptions: Catalogue | None = None,
@@ -313,7 +304,6 @@ def _backtest(
         lambda order: _Summaries(order, by_id, kinds),
         library=library,
         field_types=field_types,
-        stdin=stdin,
         progress=counter,
         on_fallback=on_fallback,
         on_refused=on_refused,
